@@ -387,7 +387,8 @@ def checks(c, sim, root, key, timer):
     check(len(sim.events_of("register")) > registers, "dps-sim saw a new register request")
     registers = len(sim.events_of("register"))
     p = c.sh(["dpsctl", "reprovision", "--wait"], check_rc=False, user="nobody", timeout=60)
-    check(p.returncode != 0 and re.search(r"denied|rejected|not allowed|permission|privilege", p.stdout, re.I),
+    # dpsctl(1): exit status 4 is "permission denied".
+    check(p.returncode == 4 and re.search(r"denied|rejected|not allowed|permission|privilege", p.stdout, re.I),
           f"dpsctl reprovision is denied for an unprivileged user (exit {p.returncode}: {p.stdout.strip()!r})")
     time.sleep(1)
     check(len(sim.events_of("register")) == registers, "the denied call sent nothing to DPS")
@@ -437,6 +438,12 @@ def checks(c, sim, root, key, timer):
     p = c.sh(["journalctl", "--no-pager", "-b", "-u", "dpsd.service", "-n", "20", "-o", "cat"])
     check("/etc/dps.conf" in p.stdout and "registration-id" in p.stdout,
           "the journal names the file and the key of the bad config")
+    # Fixed, it starts again without reset-failed, from the cache (DPS is still down).
+    with open(conf, "w") as f:
+        f.write(good)
+    c.sh(["systemctl", "start", "dpsd.service"])
+    c.wait_prop("State", "provisioned", timeout=10)
+    check(c.prop("Source") == "cache", "with the config fixed, dpsd starts again provisioned from the cache")
     timer.mark("bad config")
 
 
@@ -458,6 +465,9 @@ def main():
     if p.returncode != 0:
         raise Failed(f"tools/build-rootfs exited {p.returncode}")
     cached = p.stdout.strip().splitlines()[-1]
+    with open(os.path.join(cached, ".dpsd-rootfs-complete")) as f:
+        built = dict(line.strip().split("=", 1) for line in f if "=" in line)
+    log(f"root filesystem {cached} (debootstrap took {built.get('seconds', '?')} s when it was built)")
     timer.mark("rootfs")
 
     builddir = install_build()
