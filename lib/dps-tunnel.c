@@ -1506,6 +1506,13 @@ static int pump(DpsTunnel *t) {
                 }
                 if (near_done)
                         return pump_close(t, 0);
+                /* wslay found a protocol violation (a masked or malformed
+                 * frame, an oversized message): it stopped reading and sent
+                 * a close with the reason; there is nothing more to wait for */
+                if (!wslay_event_get_read_enabled(t->ws) && !wslay_event_get_close_received(t->ws) &&
+                    wslay_event_get_close_sent(t->ws) && !wslay_event_want_write(t->ws) && !t->u_eof)
+                        return set_error(t, -EPROTO, "WebSocket protocol error from %s (closed with status %u)",
+                                         t->host, wslay_event_get_status_code_sent(t->ws));
         } else {
                 if (t->net_eof && t->down.len == 0)
                         return pump_close(t, 0);
