@@ -523,6 +523,8 @@ static void buf_done(Buf *b, bool secret) {
 }
 
 static int buf_append(Buf *b, const void *p, size_t n) {
+        if (n == 0)
+                return 0;
         if (b->start > 0 && b->start + b->len + n > b->cap) {
                 memmove(b->data, b->data + b->start, b->len);
                 b->start = 0;
