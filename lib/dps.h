@@ -181,10 +181,13 @@ void dps_backoff_init(DpsBackoff *b, uint64_t min_usec, uint64_t max_usec, uint6
 void dps_backoff_reset(DpsBackoff *b);
 
 /* Delay before the next request, in microseconds, and counts the attempt.
- * Full jitter: uniform in [0, min(max, min * 2^attempt)], at least min/2^0...
- * (see dps-retry.c for the exact law). retry_after_sec >= 0 is a floor that
- * is never clamped down: the result is retry_after + jitter. PENDING uses
- * retry-after (or 2 s when absent) and does not count as a failure. */
+ * For a failure (TRANSIENT, THROTTLED, CREDENTIALS, PERMANENT) the result is
+ * floor + uniform in [min/2, min(max, min * 2^attempt)], then attempt++;
+ * floor is retry_after_sec (>= 0; never clamped down), raised to
+ * credentials_min_usec for CREDENTIALS and PERMANENT. PENDING returns
+ * retry-after (2 s when absent) plus up to a tenth of it as jitter and does
+ * not count as a failure. ASSIGNED resets attempt and returns 0. Saturates
+ * instead of overflowing. See dps-retry.c for why. */
 uint64_t dps_backoff_next(DpsBackoff *b, DpsOutcome outcome, int64_t retry_after_sec);
 
 #ifdef __cplusplus
