@@ -132,7 +132,7 @@ static int print_secret(char *s) {
         return DPSCTL_EXIT_SUCCESS;
 }
 
-enum { ARG_REGISTRATION_ID = 0x100, ARG_ID_SCOPE, ARG_EXPIRY, ARG_TTL, ARG_HELP };
+enum { ARG_HELP = 'h', ARG_REGISTRATION_ID = 0x100, ARG_ID_SCOPE, ARG_EXPIRY, ARG_TTL };
 
 static const DpsctlVerb *find_verb(const char *name);
 
@@ -157,7 +157,7 @@ static int verb_derive_key(int argc, char *argv[]) {
 
         optind = 0;
         opterr = 0;
-        while ((c = getopt_long(argc, argv, ":", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_REGISTRATION_ID:
                         regid = optarg;
@@ -205,7 +205,7 @@ static int verb_sas_token(int argc, char *argv[]) {
 
         optind = 0;
         opterr = 0;
-        while ((c = getopt_long(argc, argv, ":", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_ID_SCOPE:
                         scope = optarg;

@@ -179,8 +179,9 @@ class Global(Base):
         out = p.stdout.decode()
         self.assertIn("derive-key", out)
         self.assertIn("sas-token", out)
-        for verb in ("derive-key", "sas-token"):
-            p = run([verb, "--help"])
+        for verb, opt in (("derive-key", "--help"), ("sas-token", "--help"), ("derive-key", "-h"),
+                          ("sas-token", "-h")):
+            p = run([verb, opt])
             self.assertEqual(p.returncode, 0)
             self.assertIn("Usage: dpsctl " + verb, p.stdout.decode())
             self.assertIn("--registration-id", p.stdout.decode())
