@@ -106,9 +106,10 @@ int log_internal(int level, int error, const LogDps *dps, const char *format, ..
                                 level == LOG_WARNING ? "warning" :
                                 level == LOG_NOTICE ? "notice" :
                                 level == LOG_INFO ? "info" : "debug", buf);
-                if (dps && (dps->status > 0 || dps->error_code != 0 || dps->tracking_id))
-                        fprintf(stderr, " [status=%d errorCode=%lld trackingId=%s]",
-                                dps->status, (long long) dps->error_code, dps->tracking_id ?: "-");
+                if (dps && dps->error_code != 0)
+                        fprintf(stderr, " [errorCode %lld]", (long long) dps->error_code);
+                if (dps && dps->tracking_id)
+                        fprintf(stderr, " [trackingId %s]", dps->tracking_id);
                 fputc('\n', stderr);
         }
 
