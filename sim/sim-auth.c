@@ -93,6 +93,8 @@ static int sas_split(const char *token, SasFields *f) {
 
 int sim_auth_check_sas(const char *token, const char *id_scope, const char *registration_id,
                        const char *const *keys_b64, uint64_t now_sec, const char **ret_reason) {
+        _cleanup_free_ char *resource = NULL, *expected = NULL, *message = NULL;
+        _cleanup_secret_ char *sig = NULL;
         SasFields f;
         const char *reason = NULL;
         int r;
@@ -108,7 +110,6 @@ int sim_auth_check_sas(const char *token, const char *id_scope, const char *regi
                 se = se * 10 + (uint64_t) (f.se[i] - '0');
         }
 
-        _cleanup_free_ char *resource = NULL, *expected = NULL;
         if (dps_url_decode(f.sr, f.sr_len, &resource) < 0)
                 REJECT(-EBADMSG, "sr holds a bad %-escape");
         if (asprintf(&expected, "%s/registrations/%s", id_scope, registration_id) < 0)
@@ -118,12 +119,10 @@ int sim_auth_check_sas(const char *token, const char *id_scope, const char *regi
         if (se <= now_sec)
                 REJECT(-EKEYEXPIRED, "the SAS token has expired (se is in the past)");
 
-        _cleanup_secret_ char *sig = NULL;
         if (dps_url_decode(f.sig, f.sig_len, &sig) < 0)
                 REJECT(-EBADMSG, "sig holds a bad %-escape");
 
         /* The HMAC covers sr exactly as received, not re-encoded. */
-        _cleanup_free_ char *message = NULL;
         if (asprintf(&message, "%.*s\n%.*s", (int) f.sr_len, f.sr, (int) f.se_len, f.se) < 0)
                 return -ENOMEM;
         r = -EACCES;

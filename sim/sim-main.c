@@ -92,6 +92,11 @@ int main(int argc, char *argv[]) {
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
         };
+        _cleanup_(sim_config_freep) SimConfig *cfg = NULL;
+        _cleanup_(sim_dps_freep) SimDps *dps = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_(sim_server_freep) SimServer *server = NULL;
+        _cleanup_free_ char *error = NULL;
         const char *config_path = NULL, *events_path = NULL, *ready_path = NULL;
         _cleanup_free_ char **sets = NULL;
         size_t n_sets = 0;
@@ -143,8 +148,6 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        _cleanup_(sim_config_freep) SimConfig *cfg = NULL;
-        _cleanup_free_ char *error = NULL;
         r = sim_config_load(config_path, &cfg, &error);
         if (r < 0) {
                 fprintf(stderr, "dps-sim: %s\n", error ? error : strerror(-r));
@@ -174,7 +177,6 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        _cleanup_(sim_dps_freep) SimDps *dps = NULL;
         r = sim_dps_new(cfg, seed, &dps);
         if (r < 0)
                 goto fail;
@@ -184,7 +186,6 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "dps-sim: ignoring the state file %s: %s\n", cfg->state_file,
                         r == -ESTALE ? "it belongs to another id scope" : strerror(-r));
 
-        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
         r = sd_event_default(&event);
         if (r < 0)
                 goto fail;
@@ -196,7 +197,6 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 goto fail;
 
-        _cleanup_(sim_server_freep) SimServer *server = NULL;
         r = sim_server_new(event, cfg, dps, &events, &server);
         if (r < 0) {
                 sim_events_close(&events);

@@ -195,3 +195,25 @@ class Sim:
         elif exc[0] is not None:
             sys.stderr.write(f"dps-sim work dir kept: {self.dir}\n--- dps-sim stderr ---\n{self.log()}\n")
         return False
+
+
+def run_tests(namespace):
+    """Runs every test_* function of a module in order; exit 1 if one fails."""
+    import traceback
+    tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
+    only = os.environ.get("SIM_TEST_ONLY")
+    failed = ran = 0
+    for name, fn in tests:
+        if only and only not in name:
+            continue
+        ran += 1
+        t0 = time.monotonic()
+        try:
+            fn()
+            print(f"ok   {name} ({time.monotonic() - t0:.2f}s)", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {name}", flush=True)
+            traceback.print_exc()
+    print(f"{ran - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
