@@ -1044,7 +1044,9 @@ static int stage_proxy_step(DpsTunnel *t) {
         r = dps_http_parse_status(buf, &status, &reason);
         if (r < 0)
                 return set_error(t, -EBADMSG, "proxy %s sent a malformed answer to CONNECT", strna(pname));
-        if (status == 403 || status == 407)
+        /* 407 is the standard answer to missing or wrong credentials, but
+         * some proxies (tinyproxy 1.11) answer CONNECT with 401 */
+        if (status == 401 || status == 403 || status == 407)
                 return set_error(t, -EACCES, "proxy refused CONNECT: %d %s (proxy %s)", status, reason, strna(pname));
         if (status < 200 || status > 299)
                 return set_error(t, -ECONNREFUSED, "proxy refused CONNECT: %d %s (proxy %s)", status, reason,

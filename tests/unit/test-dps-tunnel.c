@@ -703,7 +703,7 @@ static void test_proxy_connect(sd_event *e, const char *dir, const char *answer,
         REQUIRE(RUN_UNTIL(e, ev.n_ready + ev.n_error > 0));
         if (!expect_ready) {
                 CHECK_INT(ev.n_error, 1);
-                CHECK_INT(ev.error, strstr(answer, " 407 ") || strstr(answer, " 403 ") ? -EACCES : -ECONNREFUSED);
+                CHECK_INT(ev.error, strstr(answer, " 502 ") ? -ECONNREFUSED : -EACCES);
                 CHECK(strstr(ev.message, "proxy refused CONNECT: "));
                 CHECK(strstr(ev.message, expect));
                 if (!strstr(ev.message, expect))
@@ -771,6 +771,7 @@ int main(void) {
         test_proxy_connect(e, dir, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n",
                            "proxy refused CONNECT: 407 Proxy Authentication Required");
         test_proxy_connect(e, dir, "HTTP/1.1 403 Forbidden\r\n\r\n", "403 Forbidden");
+        test_proxy_connect(e, dir, "HTTP/1.1 401 Unauthorized\r\n\r\n", "401 Unauthorized");
         test_proxy_connect(e, dir, "HTTP/1.0 502 Bad Gateway\r\n\r\n", "502 Bad Gateway");
         test_proxy_connect(e, dir, "HTTP/1.1 200 Connection established\r\n\r\n", NULL);
         test_connect_refused(e, dir);
