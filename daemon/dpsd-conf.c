@@ -554,11 +554,11 @@ static int parse(Parser *p, config_t *cfg, Config *c) {
         } else
                 return fail(p, NULL, "registration-id", "missing; set registration-id = \"...\"; or registration-id-source = \"machine-id\" | \"hostname\" | \"file:PATH\" | \"certificate-cn\";");
 
-        if (dps_registration_id_validate(c->registration_id, c->attestation == ATTESTATION_X509, &reason) < 0)
-                return fail(p, config_setting_get_member(root, source ? "registration-id-source" : "registration-id") ?:
-                                config_setting_get_member(root, "registration-id"),
-                            c->registration_id_source && !streq(c->registration_id_source, "config") ? "registration-id-source" : "registration-id",
+        if (dps_registration_id_validate(c->registration_id, c->attestation == ATTESTATION_X509, &reason) < 0) {
+                const char *k = streq(c->registration_id_source, "config") ? "registration-id" : "registration-id-source";
+                return fail(p, config_setting_get_member(root, k), k,
                             "\"%s\" is not a valid registration id: %s", c->registration_id, reason ?: "invalid");
+        }
 
         if (c->attestation == ATTESTATION_X509 && !c->certificate_sha256) {
                 r = load_certificate(p, config_setting_get_member(config_setting_get_member(root, "attestation"), "certificate-file"), c, NULL);
