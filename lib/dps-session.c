@@ -29,6 +29,8 @@ struct DpsSession {
         bool reported;          /* DISCONNECTED was reported */
         bool closing;           /* dps_session_disconnect() was called: no more io */
         int mid_subscribe;
+        DpsTunnel *tunnel;      /* mqtt-ws or proxy: the outer transport, see dps-tunnel.h */
+        unsigned keepalive_sec;
         dps_session_handler_t handler;
         void *userdata;
         char detail[DETAIL_MAX];
@@ -140,6 +142,7 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 static void session_destroy(DpsSession *s) {
         s->io = sd_event_source_disable_unref(s->io);
         s->misc = sd_event_source_disable_unref(s->misc);
+        s->tunnel = dps_tunnel_free(s->tunnel);
         if (s->mosq)
                 mosquitto_destroy(s->mosq);
         SSL_CTX_free(s->ssl_ctx);
@@ -299,11 +302,46 @@ int dps_session_new(sd_event *event, SSL_CTX *ssl_ctx, dps_session_handler_t han
         return 0;
 }
 
+static int session_start_mqtt(DpsSession *s, const char *host, uint16_t port, unsigned keepalive_sec);
+
+static void on_tunnel(DpsTunnel *t, DpsTunnelEvent event, int error, const char *message, void *userdata) {
+        DpsSession *s = userdata;
+        int r;
+
+        switch (event) {
+        case DPS_TUNNEL_READY:
+                r = session_start_mqtt(s, dps_tunnel_socket_path(t), 0, s->keepalive_sec);
+                if (r >= 0)
+                        return;
+                error = r;
+                message = "cannot connect the MQTT client to the tunnel";
+                break;
+        case DPS_TUNNEL_ERROR:
+                break;
+        case DPS_TUNNEL_CLOSED:
+        case _DPS_TUNNEL_EVENT_MAX:
+                /* libmosquitto sees its socket end and reports that */
+                return;
+        }
+
+        /* e.g. "proxy refused CONNECT: 407 Proxy Authentication Required
+         * (proxy http://...)": never holds credentials */
+        snprintf(s->detail, sizeof s->detail, "%s", message ?: "the tunnel failed");
+        s->connected = false;
+        s->dispatching = true;
+        emit(s, &(DpsSessionEvent) { .type = DPS_SESSION_DISCONNECTED, .error = error < 0 ? error : -EIO,
+                                     .detail = s->detail });
+        s->dispatching = false;
+        if (s->dead)
+                session_destroy(s);     /* frees the tunnel: allowed from its handler */
+}
+
 int dps_session_connect(DpsSession *s, const DpsSessionParams *p) {
         int rc, r;
 
         if (!s || !p || !p->host || !p->client_id || !p->username || s->dispatching)
                 return -EINVAL;
+        bool tunnel = p->websocket || (p->proxy && p->proxy->host);
 
         rc = mosquitto_reinitialise(s->mosq, p->client_id, true, s);
         if (rc != MOSQ_ERR_SUCCESS)
@@ -317,13 +355,13 @@ int dps_session_connect(DpsSession *s, const DpsSessionParams *p) {
 
         /* "MQTT 3.1.1 (protocol level 4)" */
         rc = mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-        if (rc == MOSQ_ERR_SUCCESS)
+        if (rc == MOSQ_ERR_SUCCESS && !tunnel)  /* tunnelled: TLS is the tunnel's */
                 /* The caller's SSL_CTX is complete (CA, client certificate,
                  * TLS 1.2+, host verification): no libmosquitto defaults. */
                 rc = mosquitto_void_option(s->mosq, MOSQ_OPT_SSL_CTX, s->ssl_ctx);
-        if (rc == MOSQ_ERR_SUCCESS)
+        if (rc == MOSQ_ERR_SUCCESS && !tunnel)
                 rc = mosquitto_int_option(s->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-        if (rc == MOSQ_ERR_SUCCESS)
+        if (rc == MOSQ_ERR_SUCCESS && !tunnel)  /* a Unix socket has no Nagle; the tunnel sets it on TCP */
                 rc = mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
         if (rc == MOSQ_ERR_SUCCESS)
                 rc = mosquitto_username_pw_set(s->mosq, p->username, p->password);
@@ -334,9 +372,33 @@ int dps_session_connect(DpsSession *s, const DpsSessionParams *p) {
         s->closing = false;
         s->connected = false;
         s->reported = false;
+        s->tunnel = dps_tunnel_free(s->tunnel);
+        if (tunnel) {
+                DpsTunnelConfig tc = DPS_TUNNEL_CONFIG_INIT;
+
+                tc.host = p->host;
+                tc.port = p->port;
+                tc.proxy = p->proxy;
+                tc.ssl_ctx = s->ssl_ctx;
+                tc.websocket = p->websocket;
+                s->keepalive_sec = p->keepalive_sec;
+                r = dps_tunnel_new(s->event, &tc, on_tunnel, s, &s->tunnel);
+                if (r < 0)
+                        return r;
+                /* libmosquitto connects once the tunnel is up (on_tunnel) */
+                return dps_tunnel_start(s->tunnel);
+        }
+        return session_start_mqtt(s, p->host, p->port, p->keepalive_sec);
+}
+
+/* Starts libmosquitto's non-blocking connect: to the endpoint, or to the
+ * tunnel's Unix socket (host = path, port = 0). */
+static int session_start_mqtt(DpsSession *s, const char *host, uint16_t port, unsigned keepalive_sec) {
+        int rc, r;
+
         /* Non-blocking TCP connect and TLS handshake; the name lookup inside
          * is a blocking getaddrinfo() in libmosquitto 2.0. */
-        rc = mosquitto_connect_async(s->mosq, p->host, p->port, (int) (p->keepalive_sec ?: 60));
+        rc = mosquitto_connect_async(s->mosq, host, port, (int) (keepalive_sec ?: 60));
         if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING) {
                 r = dps_session_errno_from_mosq(rc);
                 return r ?: -EIO;
@@ -406,6 +468,7 @@ void dps_session_disconnect(DpsSession *s) {
         s->io = sd_event_source_disable_unref(s->io);
         s->fd = -1;
         s->misc = sd_event_source_disable_unref(s->misc);
+        s->tunnel = dps_tunnel_free(s->tunnel);
 }
 
 bool dps_session_is_connected(DpsSession *s) {

@@ -10,6 +10,7 @@
 #include <systemd/sd-event.h>
 
 #include "dps.h"
+#include "dps-tunnel.h"
 
 /*
  * A DpsSession is one libmosquitto client on one TLS connection, driven by
@@ -51,6 +52,11 @@ typedef struct DpsSessionParams {
         const char *username;
         const char *password;           /* secret, may be NULL (X.509) */
         unsigned keepalive_sec;
+        /* MQTT over WebSocket, or through an HTTP proxy: libdps then runs
+         * TCP, CONNECT, TLS and the WebSocket framing itself (dps-tunnel.c)
+         * and libmosquitto speaks plain MQTT to it over a Unix socket. */
+        bool websocket;
+        const DpsProxy *proxy;          /* NULL or host NULL: direct */
 } DpsSessionParams;
 
 /* Takes a reference on ssl_ctx (the caller keeps its own). The SSL_CTX must
