@@ -715,8 +715,7 @@ static int verb_reprovision(int argc, char *argv[]) {
                         r = sd_bus_message_append(call, "t", (uint64_t) 0);
                 if (r >= 0)
                         r = sd_bus_call_async(bus, NULL, call, on_reprovision_reply, &w, 0);
-                if (r < 0)
-                        r = dpsctl_error(DPSCTL_EXIT_FAILURE, "reprovision: cannot send the call: %s", strerror(-r));
+                r = r < 0 ? dpsctl_error(DPSCTL_EXIT_FAILURE, "reprovision: cannot send the call: %s", strerror(-r)) : 0;
         }
         if (r == 0 && !a.wait) {
                 /* Only the reply: the callback sets armed (success) or result (error). */
