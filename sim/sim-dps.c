@@ -20,6 +20,14 @@
 #include "sim-dps.h"
 
 #define BUCKETS 4096u
+/* Operations a device may still poll: a device that registers again from
+ * another connection does not make the first one's operation vanish. */
+#define OPS_KEPT 8u
+
+typedef struct SimOperation {
+        char *id;
+        int polls_left;                 /* "assigning" answers still due */
+} SimOperation;
 
 typedef struct SimRegistration {
         struct SimRegistration *next;
@@ -36,10 +44,9 @@ typedef struct SimRegistration {
         unsigned requests;              /* register + poll requests, for fail-first */
         uint64_t poll_window;           /* start of the 10 s poll window, usec */
         unsigned polls_in_window;
-        /* the current operation */
-        char *operation_id;
-        int polls_left;
-        bool final_pending;             /* an operation awaits its final answer */
+        /* recent operations, newest at ops[(ops_next - 1) % OPS_KEPT] */
+        SimOperation ops[OPS_KEPT];
+        unsigned ops_next;
 } SimRegistration;
 
 struct SimDps {
@@ -126,7 +133,8 @@ static void registration_free(SimRegistration *g) {
         free(g->etag);
         free(g->payload);
         free(g->error_message);
-        free(g->operation_id);
+        for (unsigned i = 0; i < OPS_KEPT; i++)
+                free(g->ops[i].id);
         free(g);
 }
 
@@ -438,11 +446,12 @@ static json_object *registration_state_json(const SimRegistration *g) {
         return s;
 }
 
-static int reply_operation(SimReply *rep, const SimClient *c, const SimRegistration *g, bool final) {
+static int reply_operation(SimReply *rep, const SimClient *c, const SimRegistration *g, const SimOperation *op,
+                           bool final) {
         json_object *o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
-        json_object_object_add(o, "operationId", json_object_new_string(g->operation_id));
+        json_object_object_add(o, "operationId", json_object_new_string(op->id));
         if (!final) {
                 /* 202 {"operationId":"<id>","status":"assigning"} */
                 json_object_object_add(o, "status", json_object_new_string("assigning"));
@@ -631,7 +640,7 @@ static int gatekeep(SimDps *d, SimClient *c, SimRegistration *g, bool is_registe
         return 0;
 }
 
-static int new_operation_id(SimDps *d, SimRegistration *g) {
+static int new_operation(SimDps *d, SimRegistration *g, SimOperation **ret) {
         _cleanup_free_ char *u = uuid_new();
         char *id;
         if (!u)
@@ -639,9 +648,18 @@ static int new_operation_id(SimDps *d, SimRegistration *g) {
         /* Shaped like DPS's: "5.71cf7e385566aa10.4469ed4c-dc19-4af8-8b36-9ef6396ac1b3" */
         if (asprintf(&id, "4.%016" PRIx64 ".%s", ++d->op_counter ^ (uint64_t) hash_str(g->key) << 32, u) < 0)
                 return -ENOMEM;
-        free(g->operation_id);
-        g->operation_id = id;
+        SimOperation *op = &g->ops[g->ops_next++ % OPS_KEPT];
+        free(op->id);
+        *op = (SimOperation) { .id = id };
+        *ret = op;
         return 0;
+}
+
+static SimOperation *find_operation(SimRegistration *g, const char *id) {
+        for (unsigned i = 0; id && i < OPS_KEPT; i++)
+                if (g->ops[i].id && streq(g->ops[i].id, id))
+                        return &g->ops[i];
+        return NULL;
 }
 
 /* Extracts the device's payload from a register body; an empty or blank
@@ -699,7 +717,8 @@ int sim_dps_register(SimDps *d, SimClient *c, const void *body, size_t len, SimR
                 if (r < 0)
                         r = reply_error(&rep, 400, 400004, why, c);
                 else {
-                        r = new_operation_id(d, g);
+                        SimOperation *op = NULL;
+                        r = new_operation(d, g, &op);
                         if (r >= 0)
                                 r = allocate(d, c, g, payload);
                         if (r >= 0) {
@@ -707,9 +726,8 @@ int sim_dps_register(SimDps *d, SimClient *c, const void *body, size_t len, SimR
                                  * register's own included; 0: the register answers
                                  * final at once. */
                                 int n = c->faults.assigning_polls;
-                                g->polls_left = n > 0 ? n - 1 : 0;
-                                g->final_pending = n > 0;
-                                r = reply_operation(&rep, c, g, n == 0);
+                                op->polls_left = n > 0 ? n - 1 : 0;
+                                r = reply_operation(&rep, c, g, op, n == 0);
                         }
                 }
                 if (r < 0)
@@ -734,15 +752,14 @@ int sim_dps_poll(SimDps *d, SimClient *c, const char *operation_id, SimReply *re
         if (r < 0)
                 return r;
         if (r == 0) {
-                if (!operation_id || !g->operation_id || !streq(operation_id, g->operation_id))
+                SimOperation *op = find_operation(g, operation_id);
+                if (!op)
                         r = reply_error(&rep, 404, 404001, "Operation not found", c);
-                else if (g->final_pending && g->polls_left > 0) {
-                        g->polls_left--;
-                        r = reply_operation(&rep, c, g, false);
-                } else {
-                        g->final_pending = false;
-                        r = reply_operation(&rep, c, g, true);
-                }
+                else if (op->polls_left > 0) {
+                        op->polls_left--;
+                        r = reply_operation(&rep, c, g, op, false);
+                } else
+                        r = reply_operation(&rep, c, g, op, true);
                 if (r < 0)
                         return r;
         }

@@ -30,9 +30,46 @@ static int read_u16(Reader *r, uint16_t *ret) {
         return 0;
 }
 
+/* Well-formed UTF-8 without NUL, surrogates or overlong forms (section
+ * 1.5.3: anything else is malformed and closes the connection). */
+static bool utf8_valid(const uint8_t *p, size_t n) {
+        size_t i = 0;
+        while (i < n) {
+                uint8_t c = p[i];
+                size_t len;
+                uint32_t cp;
+                if (c == 0)
+                        return false;
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if ((c & 0xe0) == 0xc0)
+                        len = 2, cp = c & 0x1f;
+                else if ((c & 0xf0) == 0xe0)
+                        len = 3, cp = c & 0x0f;
+                else if ((c & 0xf8) == 0xf0)
+                        len = 4, cp = c & 0x07;
+                else
+                        return false;
+                if (i + len > n)
+                        return false;
+                for (size_t k = 1; k < len; k++) {
+                        if ((p[i + k] & 0xc0) != 0x80)
+                                return false;
+                        cp = cp << 6 | (p[i + k] & 0x3f);
+                }
+                if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+                    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                i += len;
+        }
+        return true;
+}
+
 /* Reads a length-prefixed field into a NUL-terminated copy. Strings (utf8
- * true) must not contain NUL (MQTT 3.1.1 section 1.5.3); binary fields
- * (the password) may hold anything. */
+ * true) must be well-formed UTF-8 without NUL (MQTT 3.1.1 section 1.5.3);
+ * binary fields (the password) may hold anything. */
 static int read_str(Reader *r, bool utf8, char **ret, size_t *ret_len) {
         uint16_t n;
         int k = read_u16(r, &n);
@@ -40,7 +77,7 @@ static int read_str(Reader *r, bool utf8, char **ret, size_t *ret_len) {
                 return k;
         if (r->left < n)
                 return -EBADMSG;
-        if (utf8 && memchr(r->p, 0, n))
+        if (utf8 && !utf8_valid(r->p, n))
                 return -EBADMSG;
         char *s = malloc((size_t) n + 1);
         if (!s)
