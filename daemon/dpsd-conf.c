@@ -39,6 +39,7 @@ Config *config_free(Config *c) {
         free(c->path);
         free(c->endpoint);
         free(c->transport);
+        dps_proxy_done(&c->proxy);
         free(c->id_scope);
         free(c->registration_id);
         free(c->registration_id_source);
@@ -484,11 +485,42 @@ static char *env_dir_path(const char *env, const char *file, const char *fallbac
         return r;
 }
 
+/* proxy = "http://[user:password@]host:port" or "none"; absent: the
+ * https_proxy/HTTPS_PROXY environment minus no_proxy/NO_PROXY. The URL may
+ * hold a password: no message repeats it. */
+static int parse_proxy(Parser *p, config_setting_t *root, Config *c) {
+        _cleanup_secret_ char *url = NULL;
+        int r;
+
+        if (get_string(p, root, "proxy", "proxy", &url) < 0)
+                return -EINVAL;
+        if (url && streq(url, "none"))
+                return 0;
+        if (url) {
+                r = dps_proxy_parse(url, &c->proxy);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return fail(p, config_setting_get_member(root, "proxy"), "proxy",
+                                    r == -EPROTONOSUPPORT ?
+                                    "only HTTP proxies (CONNECT) are supported; give \"http://[user:password@]host:port\" or \"none\"" :
+                                    "not a proxy URL; give \"http://[user:password@]host:port\" (percent-encode '@' and ':' in the password) or \"none\"");
+                return 0;
+        }
+        r = dps_proxy_from_env(c->endpoint, &c->proxy);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return fail(p, NULL, "proxy",
+                            "the https_proxy (or HTTPS_PROXY) environment variable is not an http:// proxy URL; fix it, or set proxy = \"none\"; to ignore it");
+        return 0;
+}
+
 static int parse(Parser *p, config_t *cfg, Config *c) {
         static const char *const allowed[] = {
                 "endpoint", "port", "transport", "id-scope", "registration-id", "registration-id-source",
                 "attestation", "ca-file", "ca-path", "payload", "payload-file", "retry", "timeouts",
-                "keepalive-sec", "cache-path", "identity-env-path", NULL };
+                "keepalive-sec", "cache-path", "identity-env-path", "proxy", NULL };
         static const char *const retry_keys[] = { "min-sec", "max-sec", "credentials-sec", NULL };
         static const char *const timeout_keys[] = { "connect-sec", "response-sec", "total-sec", NULL };
         config_setting_t *root = config_root_setting(cfg);
@@ -526,12 +558,16 @@ static int parse(Parser *p, config_t *cfg, Config *c) {
 
         if (!c->transport && !(c->transport = strdup("mqtt")))
                 return -ENOMEM;
-        if (streq(c->transport, "mqtt-ws"))
+        if (!streq(c->transport, "mqtt") && !streq(c->transport, "mqtt-ws"))
                 return fail(p, config_setting_get_member(root, "transport"), "transport",
-                            "\"mqtt-ws\" (MQTT over WebSocket) is not supported yet; use \"mqtt\"");
-        if (!streq(c->transport, "mqtt"))
-                return fail(p, config_setting_get_member(root, "transport"), "transport",
-                            "\"%s\" is not valid; valid: \"mqtt\"", c->transport);
+                            "\"%s\" is not valid; valid: \"mqtt\" (MQTT over TLS, port 8883), \"mqtt-ws\" (MQTT over WebSocket, port 443)",
+                            c->transport);
+        /* "WebSocket: port 443, wss://HOST/$iothub/websocket" */
+        if (streq(c->transport, "mqtt-ws") && !config_setting_get_member(root, "port"))
+                c->port = DPS_PORT_MQTT_WS;
+        r = parse_proxy(p, root, c);
+        if (r < 0)
+                return r;
 
         if (!c->id_scope)
                 return fail(p, NULL, "id-scope", "missing; set it to your DPS instance's ID scope, e.g. id-scope = \"0ne00000A0A\";");

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dps-tunnel.h"
 #include "dpsd-manager.h"
 
 #define CONFIG_DEFAULT_PATH SYSCONFDIR "/dps.conf"
@@ -24,7 +25,8 @@ struct Config {
 
         char *endpoint;
         uint16_t port;
-        char *transport;                /* "mqtt" */
+        char *transport;                /* "mqtt" or "mqtt-ws" */
+        DpsProxy proxy;                 /* HTTP CONNECT proxy; host NULL: direct. Credentials are secrets */
         char *id_scope;
         char *registration_id;          /* resolved, validated */
         char *registration_id_source;   /* "config", "machine-id", "hostname", "file:...", "certificate-cn" */

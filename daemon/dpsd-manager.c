@@ -426,8 +426,8 @@ static const char *outcome_reason(DpsOutcome o) {
 static void schedule_attempt(Manager *m, uint64_t delay, ManagerState state, DpsOutcome outcome) {
         m->next_attempt_usec = now_usec(CLOCK_REALTIME) + delay;
         if (state == MANAGER_RETRYING)
-                set_status_detail(m, "Waiting %" PRIu64 " s before retry %" PRIu32 " (%s%s%s)",
-                                  (delay + USEC_PER_SEC / 2) / USEC_PER_SEC, m->attempts + 1, outcome_reason(outcome),
+                set_status_detail(m, "Waiting %" PRIu64 " s before retry %u (%s%s%s)",
+                                  (delay + USEC_PER_SEC / 2) / USEC_PER_SEC, m->backoff.attempt, outcome_reason(outcome),
                                   m->last_error ? ": " : "", m->last_error ?: "");
         else
                 set_status_detail(m, "next try in %" PRIu64 " s", (delay + USEC_PER_SEC / 2) / USEC_PER_SEC);
@@ -556,6 +556,8 @@ static void enter_connecting(Manager *m) {
                                 .username = username,
                                 .password = token,
                                 .keepalive_sec = c->keepalive_sec,
+                                .websocket = streq(c->transport, "mqtt-ws"),
+                                .proxy = &c->proxy,
                         });
         if (r < 0) {
                 _cleanup_free_ char *why = NULL;
@@ -825,9 +827,12 @@ static void session_handler(DpsSession *s, const DpsSessionEvent *ev, void *user
         case DPS_SESSION_DISCONNECTED: {
                 _cleanup_free_ char *why = NULL;
                 bool tls = ev->error == -EPROTO || (ev->detail && strstr(ev->detail, "SSL"));
+                /* dps-tunnel: "proxy refused CONNECT: 407 ...", "Failed to connect to proxy ..." */
+                bool proxy = ev->detail && strstr(ev->detail, "proxy ");
 
                 m->last_error_code = ev->error;
-                (void) asprintf(&why, "%s %s:%u%s%s", tls ? "TLS failure with" : "connection lost to",
+                (void) asprintf(&why, "%s %s:%u%s%s",
+                                proxy ? "cannot reach" : tls ? "TLS failure with" : "connection lost to",
                                 m->config->endpoint, m->config->port,
                                 ev->detail || ev->error ? ": " : "",
                                 ev->detail ?: strerror(-ev->error));
@@ -869,6 +874,13 @@ int manager_new(sd_event *event, Config *config, const char *config_path, Manage
                 seed = now_usec(CLOCK_REALTIME) ^ (uint64_t) getpid();
         dps_backoff_init(&m->backoff, m->config->retry_min_usec, m->config->retry_max_usec, seed);
         m->backoff.credentials_min_usec = m->config->retry_credentials_usec;
+
+        if (m->config->proxy.host) {
+                _cleanup_free_ char *proxy = NULL;   /* user info shown as "***" */
+                if (dps_proxy_to_string(&m->config->proxy, &proxy) >= 0)
+                        log_info("Reaching %s:%u (%s) through the HTTP proxy %s.", m->config->endpoint,
+                                 m->config->port, m->config->transport, proxy);
+        }
 
         *ret = m;
         return 0;

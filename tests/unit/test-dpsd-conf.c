@@ -187,11 +187,42 @@ static void test_errors(void) {
         load(BASE "registration-id-source = \"hostname\";\n");
         expect_error(4, "registration-id-source", "either registration-id or registration-id-source");
 
-        /* transport */
+        /* transport: mqtt-ws defaults to port 443; an explicit port wins */
         load(BASE "transport = \"mqtt-ws\";\n");
-        expect_error(4, "transport", "not supported yet");
+        c = expect_ok();
+        if (c) {
+                CHECK_STR(c->transport, "mqtt-ws");
+                CHECK_INT(c->port, 443);
+        }
+        c = config_free(c);
+        load(BASE "transport = \"mqtt-ws\"; port = 8443;\n");
+        c = expect_ok();
+        CHECK(c && c->port == 8443);
+        c = config_free(c);
         load(BASE "transport = \"amqp\";\n");
         expect_error(4, "transport", "valid: \"mqtt\"");
+
+        /* proxy: a URL (credentials decoded), "none", and errors that never repeat the URL */
+        load(BASE "proxy = \"http://u:p%%40ss@proxy.lan:3128\";\n");
+        c = expect_ok();
+        if (c) {
+                CHECK_STR(c->proxy.host, "proxy.lan");
+                CHECK_INT(c->proxy.port, 3128);
+                CHECK_STR(c->proxy.password, "p@ss");
+        }
+        c = config_free(c);
+        load(BASE "proxy = \"none\";\n");
+        c = expect_ok();
+        CHECK(c && !c->proxy.host);
+        c = config_free(c);
+        load(BASE "proxy = \"https://u:hunter2@proxy.lan:3128\";\n");
+        expect_error(4, "proxy", "only HTTP proxies");
+        load(BASE "proxy = \"http://u:hunter2@proxy.lan:99999\";\n");
+        expect_error(4, "proxy", "not a proxy URL");
+        {
+                _cleanup_free_ char *perr = NULL;
+                CHECK(config_load(conf_path, &c, &perr) < 0 && perr && !strstr(perr, "hunter2"));
+        }
 
         /* required keys */
         load("registration-id = \"dev-1\";\nattestation = { type = \"symmetric-key\"; key-file = \"dev.key\"; };\n");
