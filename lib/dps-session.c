@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include <mosquitto.h>
 #include <openssl/ssl.h>
@@ -179,8 +180,20 @@ static int sync_io(DpsSession *s) {
                 return 0;
 
         events = EPOLLIN;
-        if (s->tcp_pending || mosquitto_want_write(s->mosq))
+        if (s->tcp_pending)
                 events |= EPOLLOUT;
+        else {
+                SSL *ssl = mosquitto_ssl_get(s->mosq);
+
+                /* During the TLS handshake libmosquitto's want-write flag can
+                 * stay set while OpenSSL only waits to read: ask OpenSSL, or
+                 * a level-triggered EPOLLOUT spins until the handshake ends. */
+                if (ssl && !SSL_is_init_finished(ssl)) {
+                        if (SSL_want_write(ssl))
+                                events |= EPOLLOUT;
+                } else if (mosquitto_want_write(s->mosq))
+                        events |= EPOLLOUT;
+        }
 
         if (!s->io) {
                 r = sd_event_add_io(s->event, &s->io, fd, events, io_handler, s);
@@ -220,9 +233,39 @@ static bool after_dispatch(DpsSession *s, int rc) {
         return true;
 }
 
+/* A non-blocking connect that failed (refused, unreachable) shows up as
+ * EPOLLERR/EPOLLHUP or a first EPOLLOUT with SO_ERROR set; libmosquitto does
+ * not look at it in a TLS connect, so we do. */
+static int pending_connect_error(int fd, uint32_t revents) {
+        int err = 0;
+        socklen_t len = sizeof err;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                return -errno;
+        if (err != 0)
+                return -err;
+        if (revents & (EPOLLERR | EPOLLHUP))
+                return -ECONNRESET;
+        return 0;
+}
+
 static int io_handler(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
         DpsSession *s = userdata;
         int rc = MOSQ_ERR_SUCCESS;
+
+        if (s->tcp_pending && (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+                int r = pending_connect_error(fd, revents);
+                if (r < 0) {
+                        s->tcp_pending = false;
+                        s->io = sd_event_source_disable_unref(s->io);
+                        s->connected = false;
+                        s->dispatching = true;
+                        emit(s, &(DpsSessionEvent) { .type = DPS_SESSION_DISCONNECTED, .error = r,
+                                                     .detail = NULL });
+                        (void) after_dispatch(s, MOSQ_ERR_SUCCESS);
+                        return 0;
+                }
+        }
 
         s->dispatching = true;
         if (revents & EPOLLOUT) {

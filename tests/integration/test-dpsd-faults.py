@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# test-dpsd-faults.py: dpsd against a misbehaving dps-sim: throttling, errors, rejected keys, drops, silence, bad bodies, final failures
+import re
+import time
+
+from dpsdtest import World, check, main, wait_for
+
+
+def requests_after(sim):
+    """Every register/poll with the response before it (any connection)."""
+    reqs = sim.events("register") + sim.events("poll")
+    resps = sim.events("response")
+    out = []
+    for q in sorted(reqs, key=lambda e: e["ts"]):
+        prev = [r for r in resps if r["ts"] < q["ts"]]
+        out.append((q, prev[-1] if prev else None))
+    return out
+
+
+def test_throttled_429_honours_retry_after():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()],
+                    defaults={"assigning-polls": 1, "retry-after": 2, "fail-first": 2, "fail-status": 429})
+        d = w.dpsd(w.dpsd_conf(sim))
+        d.wait_provisioned(timeout=25)
+        check(any("throttled by service" in s for s in d.notify.statuses()), d.notify.statuses())
+        statuses = [r["status"] for r in sim.events("response")]
+        check(statuses.count(429) == 2, statuses)
+        # no request came before the previous answer's retry-after elapsed
+        for q, prev in requests_after(sim):
+            if prev and prev["retryAfter"] is not None:
+                gap = q["ts"] - prev["ts"]
+                check(gap >= prev["retryAfter"], "%s %.3f s after an answer with retry-after %d"
+                      % (q["event"], gap, prev["retryAfter"]))
+        # "retry the same request": re-sent on the same connection
+        check(len(sim.events("connect")) == 1, sim.events("connect"))
+
+
+def test_server_errors_then_success():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()],
+                    defaults={"assigning-polls": 1, "retry-after": 0, "fail-first": 3, "fail-status": 503})
+        conf = w.dpsd_conf(sim, retry={"min-sec": 1, "max-sec": 2})
+        d = w.dpsd(conf)
+        d.wait_provisioned(timeout=25)
+        statuses = [r["status"] for r in sim.events("response")]
+        check(statuses[:3] == [503, 503, 503] and statuses[-1] == 200, statuses)
+        # the back-off counts up (retry 1, 2, 3) and never retries faster than min/2
+        retries = [int(m.group(1)) for s in d.notify.statuses() for m in [re.search(r"before retry (\d+)", s)] if m]
+        check(retries == [1, 2, 3], retries)
+        regs = sim.events("register")
+        check(len(regs) == 4, regs)
+        for a, b in zip(regs, regs[1:]):
+            check(b["ts"] - a["ts"] >= 0.5, "retried after %.3f s" % (b["ts"] - a["ts"]))
+
+
+def test_credentials_rejected_backs_off_long():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()])
+        w.write("wrong.sas", "c3VyZWx5IG5vdCB0aGUgcmlnaHQga2V5IGF0IGFsbCEhIQ==\n", 0o600)
+        w.secrets.append("c3VyZWx5IG5vdCB0aGUgcmlnaHQga2V5IGF0IGFsbCEhIQ==")
+        d = w.dpsd(w.dpsd_conf(sim, key_file="wrong.sas"))
+        st = d.wait_status("credentials rejected")
+        m = re.search(r"Waiting (\d+) s before retry 1", st)
+        check(m and int(m.group(1)) >= 300, "credentials back-off too short: %r" % st)
+        check("check the key" in st, st)
+        statuses = [r["status"] for r in sim.events("response")]
+        check(statuses == [401], statuses)
+        out = d.output()
+        check("errorCode 401002" in out, "the DPS errorCode is not logged")
+        # and it stays quiet
+        time.sleep(1.5)
+        check(len(sim.events("register")) == 1, sim.events("register"))
+        check(d.alive(), "dpsd exited")
+
+
+def test_connection_dropped_after_register():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 1, "retry-after": 1, "drop": "after-register"})
+        d = w.dpsd(w.dpsd_conf(sim))
+        st = d.wait_status("connection lost to 127.0.0.1")
+        check("before retry 1" in st, st)
+        wait_for(lambda: len(sim.events("register")) >= 2, 10, "a second registration after the drop")
+        check(d.alive(), "dpsd exited")
+
+
+def test_server_silent_times_out():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()], defaults={"silent": True})
+        conf = w.dpsd_conf(sim, timeouts={"connect-sec": 5, "response-sec": 1, "total-sec": 60})
+        d = w.dpsd(conf)
+        st = d.wait_status("no answer from the service within 1 s")
+        check("before retry 1" in st, st)
+        wait_for(lambda: len(sim.events("connect")) >= 2, 10, "a new connection after the timeout")
+        check(d.alive(), "dpsd exited")
+
+
+def test_malformed_and_oversized_bodies():
+    for body, word in (("malformed", "malformed response body"), ("oversized", "oversized response body")):
+        with World() as w:
+            sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 1, "retry-after": 1, "body": body})
+            d = w.dpsd(w.dpsd_conf(sim))
+            st = d.wait_status(word)
+            check("before retry 1" in st, st)
+            check(d.alive(), "dpsd exited")
+
+
+def test_failed_and_disabled():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment(faults={"final-status": "failed", "error-code": 400209})])
+        d = w.dpsd(w.dpsd_conf(sim))
+        st = d.wait_status("Registration failed")
+        check("errorCode 400209" in st, st)
+        check(re.search(r"next try in \d+ s", st), st)
+        check(d.alive(), "dpsd exited")
+
+    with World() as w:
+        sim = w.sim([w.sas_enrollment(faults={"final-status": "disabled"})])
+        d = w.dpsd(w.dpsd_conf(sim))
+        st = d.wait_status("is disabled in DPS")
+        check(st.startswith("Enrollment of dev-sas is disabled in DPS"), st)
+        check(d.alive(), "dpsd exited")
+
+
+def test_nothing_listening():
+    with World() as w:
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()    # a port nothing listens on (loopback refuses at once)
+
+        class Closed:
+            pass
+        c = Closed()
+        c.port = port
+        d = w.dpsd(w.dpsd_conf(c))
+        st = d.wait_status("before retry 1")
+        check("127.0.0.1:%d" % port in st, st)
+        d.wait_status("before retry 2", timeout=10)
+        check(d.alive(), "dpsd exited")
+
+
+if __name__ == "__main__":
+    main([test_throttled_429_honours_retry_after, test_server_errors_then_success,
+          test_credentials_rejected_backs_off_long, test_connection_dropped_after_register,
+          test_server_silent_times_out, test_malformed_and_oversized_bodies, test_failed_and_disabled,
+          test_nothing_listening])

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# test-dpsd-provision.py: dpsd provisions against dps-sim: individual SAS, group SAS, X.509; notify, cache, identity.env
+import json
+import os
+import stat
+
+from dpsdtest import World, check, main, wait_for
+
+
+def test_individual_sas():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment(payload="echo")])
+        d = w.dpsd(w.dpsd_conf(sim, payload='{"modelId":"dtmi:x;1","n":[1,2]}'), watchdog_usec=2000000)
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-a.azure-devices.net as dev-sas", status)
+
+        # READY=1 once running, STATUS on every state change, watchdog pings
+        check("READY=1" in d.notify.lines(), "no READY=1: %r" % d.notify.lines())
+        sts = d.notify.statuses()
+        check(any(s.startswith("Connecting to 127.0.0.1:%d" % sim.port) for s in sts), sts)
+        check(any(s.startswith("Registering dev-sas") for s in sts), sts)
+        check(any(s.startswith("Waiting for the assignment of dev-sas") for s in sts), sts)
+        wait_for(lambda: "WATCHDOG=1" in d.notify.lines(), 3, "WATCHDOG=1 (WATCHDOG_USEC=2 s)")
+
+        # identity.env and the cache, written atomically with the right modes
+        env = w.read("run/identity.env")
+        check(env == "DPS_ASSIGNED_HUB='hub-a.azure-devices.net'\nDPS_DEVICE_ID='dev-sas'", env)
+        st = os.stat(w.path("state/cache.json"))
+        check(stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode))
+        cache = json.loads(w.read("state/cache.json"))
+        check(cache["version"] == 1 and cache["assignedHub"] == "hub-a.azure-devices.net", cache)
+        check(cache["deviceId"] == "dev-sas" and cache["registrationId"] == "dev-sas", cache)
+        check(cache["payload"] == {"modelId": "dtmi:x;1", "n": [1, 2]}, cache)   # echoed back by dps-sim
+        check(len(cache["fingerprint"]) == 64, cache)
+        check(sorted(os.listdir(w.path("state"))) == ["cache.json"], os.listdir(w.path("state")))
+
+        # the protocol as dps-sim saw it: SAS auth, one register, polls with new $rids
+        conns = sim.events("connect")
+        check(len(conns) == 1 and conns[0]["auth"] == "sas" and conns[0]["clientId"] == "dev-sas", conns)
+        check(conns[0]["username"].startswith("0ne00000A0A/registrations/dev-sas/api-version="), conns)
+        regs, polls = sim.events("register"), sim.events("poll")
+        check(len(regs) == 1, regs)
+        check(len(polls) >= 1, polls)
+        rids = [e["rid"] for e in regs + polls]
+        check(len(set(rids)) == len(rids), "a $rid was reused: %r" % rids)
+        # a provisioned daemon holds no connection
+        wait_for(lambda: sim.events("close"), 3, "dpsd to close its connection")
+
+        check(d.stop() == 0, "dpsd did not exit 0 on SIGTERM")
+        check("STOPPING=1" in d.notify.lines(), d.notify.lines())
+
+
+def test_group_sas():
+    with World() as w:
+        sim = w.sim([{"group": "grp", "attestation": "symmetric-key", "primary-key": w.read("grp.group-sas"),
+                      "hubs": ["hub-b.azure-devices.net"]}])
+        conf = w.dpsd_conf(sim, regid="grp-device-17")
+        conf["attestation"] = {"type": "symmetric-key", "group-key-file": "grp.group-sas"}
+        d = w.dpsd(conf)
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-b.azure-devices.net as grp-device-17", status)
+        check(sim.events("connect")[0]["auth"] == "sas", sim.events("connect"))
+        check("DPS_DEVICE_ID='grp-device-17'" in w.read("run/identity.env"), w.read("run/identity.env"))
+
+
+def test_x509():
+    with World() as w:
+        sim = w.sim([{"registration-id": "dev-x509", "attestation": "x509", "certificate": "dev-x509.crt",
+                      "hubs": ["hub-c.azure-devices.net"]}])
+        conf = w.dpsd_conf(sim)
+        del conf["registration-id"]
+        conf["registration-id-source"] = "certificate-cn"
+        conf["attestation"] = {"type": "x509", "certificate-file": "dev-x509-chain.crt", "key-file": "dev-x509.key"}
+        d = w.dpsd(conf)
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-c.azure-devices.net as dev-x509", status)
+        conn = sim.events("connect")[0]
+        check(conn["auth"] == "x509" and conn["clientId"] == "dev-x509", conn)
+
+
+def test_assigning_several_polls():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 3, "retry-after": 1})
+        d = w.dpsd(w.dpsd_conf(sim))
+        d.wait_provisioned(timeout=20)
+        polls = sim.events("poll")
+        check(len(polls) == 3, "expected 3 polls (2 answered assigning), got %d" % len(polls))
+        check(len({p["operationId"] for p in polls}) == 1, polls)
+        # polls at the pace of retry-after: never before the previous answer's ts + retry-after
+        resp = sim.events("response")
+        for p in polls:
+            prev = [r for r in resp if r["ts"] < p["ts"]][-1]
+            check(prev["retryAfter"] == 1, prev)
+            check(p["ts"] >= prev["ts"] + 1.0, "poll %.3f s after a retry-after 1 answer" % (p["ts"] - prev["ts"]))
+
+
+if __name__ == "__main__":
+    main([test_individual_sas, test_group_sas, test_x509, test_assigning_several_polls])
