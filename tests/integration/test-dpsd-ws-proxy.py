@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# test-dpsd-ws-proxy.py: dpsd over MQTT-over-WebSocket and through a real HTTP proxy (tinyproxy) against dps-sim
+"""dpsd provisions over transport "mqtt-ws" against dps-sim's WebSocket
+listener (SAS and X.509), through tinyproxy with CONNECT for both transports
+(from the config and from https_proxy, honouring no_proxy), and reports a
+refusing proxy clearly. The proxy password is registered as a secret, so the
+harness fails the test if it shows up in any log, event log or cache.
+
+tinyproxy (Debian tinyproxy-bin) runs in the foreground with its own config
+on 127.0.0.1 and a port found free at run time, and is stopped by its pid."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import dpsdtest
+from dpsdtest import World, check, main, wait_for
+
+TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+PROXY_USER = "dev-proxy"
+PROXY_PASSWORD = "pr0xy-S3cret.9_z"   # tinyproxy takes only [-a-z0-9._] in BasicAuth
+
+
+def url_password():
+    return PROXY_PASSWORD.replace("%", "%25").replace(":", "%3A").replace("@", "%40")
+
+
+class WsSim(dpsdtest.Sim):
+    """dps-sim with its WebSocket listener as well (the shared harness only
+    opens the MQTT one)."""
+
+    def __init__(self, world, name, enrollments, defaults=None, args=()):
+        self.world = world
+        self.dir = world.dir
+        self.conf = os.path.join(self.dir, name + ".conf")
+        self.ready = os.path.join(self.dir, name + ".ready")
+        self.events_path = os.path.join(self.dir, name + ".events")
+        self.log_path = os.path.join(self.dir, name + ".log")
+        conf = {
+            "id-scope": dpsdtest.SCOPE,
+            "tls": {"certificate": "server.crt", "key": "server.key"},
+            "listen": {"mqtt": "127.0.0.1:0", "websocket": "127.0.0.1:0"},
+            "throttle": {"registrations-per-minute": 0, "operations-per-minute": 0, "polls-per-10s": 0},
+            "defaults": defaults or {"assigning-polls": 1, "retry-after": 1},
+            "enrollments": tuple(enrollments),
+        }
+        with open(self.conf, "w") as f:
+            f.write(dpsdtest.lc_file(conf))
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([dpsdtest.DPS_SIM, "--config", self.conf, "--ready-file", self.ready,
+                                      "--events", self.events_path] + list(args),
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        world.procs.append(self.proc)
+        world.sims.append(self)
+        info = wait_for(self._ready, 10, "dps-sim's ready file")
+        self.port = info["mqtt"]
+        self.ws_port = info["ws"]
+        check(isinstance(self.ws_port, int) and self.ws_port > 0, "no WebSocket port in %r" % info)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Tinyproxy:
+    """tinyproxy on 127.0.0.1 with BasicAuth; CONNECT allowed to the given
+    ports only (anything else gets 403)."""
+
+    def __init__(self, world, connect_ports, name="tinyproxy"):
+        self.world = world
+        self.conf = world.path(name + ".conf")
+        self.log_path = world.path(name + ".log")
+        if not os.access(TINYPROXY, os.X_OK):
+            raise dpsdtest.Failure("tinyproxy is not installed (Debian: apt-get install tinyproxy-bin)")
+        # a port found free now may be taken by the time tinyproxy binds it: retry
+        for _ in range(5):
+            self.port = free_port()
+            lines = [
+                "Port %d" % self.port,
+                "Listen 127.0.0.1",
+                "Timeout 30",
+                "MaxClients 20",
+                "Allow 127.0.0.1",
+                "LogLevel Connect",
+                "DisableViaHeader Yes",
+                "BasicAuth %s %s" % (PROXY_USER, PROXY_PASSWORD),
+            ] + ["ConnectPort %d" % p for p in connect_ports]
+            with open(self.conf, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            self.log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen([TINYPROXY, "-d", "-c", self.conf], stdin=subprocess.DEVNULL,
+                                         stdout=self.log, stderr=self.log)
+            world.procs.append(self.proc)
+            if self._wait_listening():
+                return
+            dpsdtest.stop_proc(self.proc)
+        raise dpsdtest.Failure("tinyproxy did not start:\n" + self.output())
+
+    def _wait_listening(self):
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def url(self, user=PROXY_USER, password=None):
+        return "http://%s:%s@127.0.0.1:%d" % (user, url_password() if password is None else password, self.port)
+
+    def output(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def connects(self):
+        """The CONNECT request lines tinyproxy logged."""
+        return [l for l in self.output().splitlines() if "CONNECT " in l and "Request" in l]
+
+
+def world():
+    w = World()
+    w.secrets.append(PROXY_PASSWORD)
+    w.secrets.append(url_password())
+    return w
+
+
+def x509_enrollment():
+    return {"registration-id": "dev-x509", "attestation": "x509", "certificate": "dev-x509.crt",
+            "hubs": ["hub-x.azure-devices.net"]}
+
+
+def x509_conf(w, sim, **extra):
+    conf = w.dpsd_conf(sim, **extra)
+    conf["registration-id"] = "dev-x509"
+    conf["attestation"] = {"type": "x509", "certificate-file": "dev-x509-chain.crt", "key-file": "dev-x509.key"}
+    return conf
+
+
+def check_connects_over(sim, listener, n=1):
+    accepts = sim.events("accept")
+    check(len(accepts) >= n and all(a["listener"] == listener for a in accepts),
+          "expected %d connection(s) on the %s listener, dps-sim saw %r" % (n, listener, accepts))
+
+
+# ---- MQTT over WebSocket ----------------------------------------------------------
+
+def test_ws_sas():
+    with world() as w:
+        sim = WsSim(w, "ws-sas", [w.sas_enrollment()])
+        d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port))
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-a.azure-devices.net as dev-sas", status)
+        check_connects_over(sim, "websocket")
+        conn = sim.events("connect")
+        check(len(conn) == 1 and conn[0]["auth"] == "sas" and conn[0]["clientId"] == "dev-sas", conn)
+        check(len(sim.events("register")) == 1, sim.events("register"))
+        check(json.loads(w.read("state/cache.json"))["assignedHub"] == "hub-a.azure-devices.net", "cache")
+        # provisioned: the WebSocket is closed (dps-sim logs the close), dpsd exits cleanly
+        wait_for(lambda: sim.events("close"), 5, "dpsd to close the WebSocket connection")
+        check(d.stop() == 0, "dpsd did not exit 0 on SIGTERM")
+
+
+def test_ws_x509():
+    with world() as w:
+        sim = WsSim(w, "ws-x509", [x509_enrollment()])
+        d = w.dpsd(x509_conf(w, sim, transport="mqtt-ws", port=sim.ws_port))
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-x.azure-devices.net as dev-x509", status)
+        check_connects_over(sim, "websocket")
+        conn = sim.events("connect")[0]
+        check(conn["auth"] == "x509" and conn["clientId"] == "dev-x509", conn)
+
+
+def test_ws_wrong_port_is_reported():
+    """mqtt-ws pointed at the plain MQTT listener: the WebSocket handshake
+    fails and the reason reaches the status line."""
+    with world() as w:
+        sim = WsSim(w, "ws-wrong", [w.sas_enrollment()])
+        d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.port))
+        st = d.wait_status("WebSocket handshake", timeout=15)
+        check("Waiting" in st, st)
+        check(not sim.events("register"), "a register went through the wrong listener")
+
+
+# ---- through an HTTP proxy -----------------------------------------------------------
+
+def test_proxy_mqtt():
+    with world() as w:
+        sim = WsSim(w, "px-mqtt", [w.sas_enrollment()])
+        px = Tinyproxy(w, [sim.port, sim.ws_port])
+        d = w.dpsd(w.dpsd_conf(sim, proxy=px.url()))
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-a.azure-devices.net as dev-sas", status)
+        check_connects_over(sim, "mqtt")
+        cs = px.connects()
+        check(len(cs) == 1 and ("CONNECT 127.0.0.1:%d " % sim.port) in cs[0], cs)
+        # the proxy is named for the operator, without its credentials
+        out = d.output()
+        check("http://***@127.0.0.1:%d" % px.port in out, "the proxy is not named in dpsd's log:\n" + out)
+        check(PROXY_USER not in out, "the proxy user name appears in dpsd's log")
+
+
+def test_proxy_ws_x509():
+    with world() as w:
+        sim = WsSim(w, "px-ws", [x509_enrollment()])
+        px = Tinyproxy(w, [sim.port, sim.ws_port])
+        d = w.dpsd(x509_conf(w, sim, transport="mqtt-ws", port=sim.ws_port, proxy=px.url()))
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-x.azure-devices.net as dev-x509", status)
+        check_connects_over(sim, "websocket")
+        cs = px.connects()
+        check(len(cs) == 1 and ("CONNECT 127.0.0.1:%d " % sim.ws_port) in cs[0], cs)
+
+
+def test_proxy_from_environment():
+    """https_proxy applies when the config has no proxy; no_proxy and
+    proxy = "none" bypass it."""
+    with world() as w:
+        sim = WsSim(w, "px-env", [w.sas_enrollment(), x509_enrollment()])
+        px = Tinyproxy(w, [sim.port, sim.ws_port])
+        env = {"https_proxy": px.url(), "no_proxy": "", "NO_PROXY": "", "HTTPS_PROXY": ""}
+        d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port), env=env, name="env")
+        d.wait_provisioned()
+        check(len(px.connects()) == 1, px.connects())
+        d.stop()
+
+        # no_proxy lists the endpoint: direct
+        env2 = dict(env, no_proxy="localhost,127.0.0.1")
+        conf2 = x509_conf(w, sim)
+        conf2["cache-path"] = "state/cache2.json"
+        d2 = w.dpsd(conf2, env=env2, name="noproxy")
+        d2.wait_provisioned()
+        d2.stop()
+        # proxy = "none": direct
+        conf3 = w.dpsd_conf(sim, proxy="none")
+        conf3["cache-path"] = "state/cache3.json"
+        d3 = w.dpsd(conf3, env=env, name="none")
+        d3.wait_provisioned()
+        check(len(px.connects()) == 1, "no_proxy or proxy = \"none\" still went through the proxy: %r"
+              % px.connects())
+
+
+def test_proxy_refuses_credentials():
+    with world() as w:
+        sim = WsSim(w, "px-auth", [w.sas_enrollment()])
+        px = Tinyproxy(w, [sim.port, sim.ws_port])
+        wrong = "wrong-%s" % url_password()
+        w.secrets.append(wrong)
+        d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port, proxy=px.url(password=wrong)))
+        # tinyproxy answers a CONNECT with bad credentials 401 (others send 407)
+        st = d.wait_status("proxy refused CONNECT: 40", timeout=15)
+        check("401 Unauthorized" in st or "407 Proxy Authentication Required" in st, st)
+        check(not sim.events("accept"), "the refused CONNECT still reached dps-sim")
+        out = d.output()
+        check("proxy refused CONNECT" in out, "the refusal is not in dpsd's log:\n" + out)
+        check("wrong-" not in out, "the proxy password appears in dpsd's log")
+
+
+def test_proxy_refuses_port():
+    """The proxy's policy forbids the port (tinyproxy: 403 for a port not in
+    ConnectPort): reported as a refusal, not as a network error."""
+    with world() as w:
+        sim = WsSim(w, "px-403", [w.sas_enrollment()])
+        px = Tinyproxy(w, [1])
+        d = w.dpsd(w.dpsd_conf(sim, proxy=px.url()))
+        st = d.wait_status("proxy refused CONNECT: 403", timeout=15)
+        check("cannot reach 127.0.0.1:%d" % sim.port in st, st)
+        check(not sim.events("accept"), "the refused CONNECT still reached dps-sim")
+
+
+if __name__ == "__main__":
+    # no skip without tinyproxy: CI installs it (tools/packages.txt), and a
+    # proxy test that silently skips proves nothing
+    main([test_ws_sas, test_ws_x509, test_ws_wrong_port_is_reported, test_proxy_mqtt, test_proxy_ws_x509,
+          test_proxy_from_environment, test_proxy_refuses_credentials, test_proxy_refuses_port])
