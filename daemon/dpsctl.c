@@ -268,13 +268,15 @@ static int verb_sas_token(int argc, char *argv[]) {
 
 const DpsctlVerb dpsctl_offline_verbs[] = {
         { "derive-key", verb_derive_key, "--registration-id ID < GROUP_KEY",
-          "Derives a device key from a group enrollment key read from standard input\n"
-          "(base64) and prints it: base64(HMAC-SHA256(group key, registration id))." },
+          "Derives a device key from a group key on standard input.\n"
+          "Reads the group enrollment key (base64) from standard input and prints the\n"
+          "device key: base64(HMAC-SHA256(group key, registration id))." },
         { "sas-token", verb_sas_token,
           "--id-scope SCOPE --registration-id ID [--expiry UNIX_SECONDS | --ttl SECONDS] < KEY",
-          "Signs a DPS SAS token with the device key read from standard input (base64)\n"
-          "and prints the whole \"SharedAccessSignature sr=...\" string. The token expires\n"
-          "at --expiry, or --ttl seconds from now (default 3600)." },
+          "Signs a DPS SAS token with the device key on standard input.\n"
+          "Reads the device key (base64) from standard input and prints the whole\n"
+          "\"SharedAccessSignature sr=...\" string. The token expires at --expiry, or\n"
+          "--ttl seconds from now (default 3600)." },
         {}
 };
 
@@ -301,7 +303,8 @@ static void help(void) {
                         printf("  %-12s %.*s\n", v->name, len, v->summary);
                 }
         printf("\nRun 'dpsctl VERB --help' for a verb's options.\n"
-               "Exit status: 0 success, 1 failure, 2 invalid command line.\n");
+               "Exit status: 0 success, 1 failure, 2 invalid command line; dpsctl(1) lists\n"
+               "the other codes of the D-Bus verbs.\n");
 }
 
 int main(int argc, char *argv[]) {
