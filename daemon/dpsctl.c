@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/uio.h>
 
 #include <openssl/crypto.h>
 
@@ -126,9 +127,23 @@ static int key_error(int r, const char *what) {
         return dpsctl_error(DPSCTL_EXIT_FAILURE, "cannot use the %s: %s", what, strerror(-r));
 }
 
-static int print_secret(char *s) {
-        if (puts(s) < 0 || fflush(stdout) != 0)
+/* write(2), not stdio: a copy left in stdout's buffer would never be wiped. */
+static int print_secret(const char *s) {
+        const struct iovec iov[2] = {
+                { .iov_base = (void *) s, .iov_len = strlen(s) },
+                { .iov_base = (void *) "\n", .iov_len = 1 },
+        };
+        size_t total = iov[0].iov_len + 1;
+        ssize_t k;
+
+        fflush(stdout);
+        do
+                k = writev(STDOUT_FILENO, iov, 2);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
                 return dpsctl_error(DPSCTL_EXIT_FAILURE, "cannot write to standard output: %s", strerror(errno));
+        if ((size_t) k != total)
+                return dpsctl_error(DPSCTL_EXIT_FAILURE, "short write to standard output");
         return DPSCTL_EXIT_SUCCESS;
 }
 

@@ -81,6 +81,13 @@ class DeriveKey(Base):
         self.assertOneLineError(run(["derive-key", "--registration-id", REG_ID], ""), 1, "no key")
         self.assertOneLineError(run(["derive-key", "--registration-id", REG_ID], " \n"), 1, "no key")
 
+    def test_output_error(self):
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run([DPSCTL, "derive-key", "--registration-id", REG_ID], input=GROUP_KEY.encode(),
+                               stdout=full, stderr=subprocess.PIPE, timeout=10)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"cannot write to standard output", p.stderr)
+
     def test_key_too_long(self):
         self.assertOneLineError(run(["derive-key", "--registration-id", REG_ID], "A" * 5000), 1, "longer than")
 
