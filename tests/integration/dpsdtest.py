@@ -66,7 +66,7 @@ def lc_file(d):
 
 
 class Sim:
-    def __init__(self, world, name, defaults, enrollments, args):
+    def __init__(self, world, name, defaults, enrollments, args, cert="server.crt", key="server.key"):
         self.world = world
         self.dir = world.dir
         self.conf = os.path.join(self.dir, name + ".conf")
@@ -75,7 +75,7 @@ class Sim:
         self.log_path = os.path.join(self.dir, name + ".log")
         conf = {
             "id-scope": SCOPE,
-            "tls": {"certificate": "server.crt", "key": "server.key"},
+            "tls": {"certificate": cert, "key": key},
             "listen": {"mqtt": "127.0.0.1:0"},
             "throttle": {"registrations-per-minute": 0, "operations-per-minute": 0, "polls-per-10s": 0},
             "defaults": defaults,
@@ -166,7 +166,12 @@ class Notify:
         return [m[len("STATUS="):] for m in self.lines("STATUS=")]
 
     def close(self):
+        if not self.running:
+            return
+        # let the reader drain what the (now stopped) sender queued
+        time.sleep(0.3)
         self.running = False
+        self.thread.join(2)
         self.sock.close()
 
 
@@ -271,9 +276,9 @@ class World:
             f.write(text)
         return p
 
-    def sim(self, enrollments, defaults=None, args=(), name="sim"):
+    def sim(self, enrollments, defaults=None, args=(), name="sim", **tls):
         s = Sim(self, name + str(len(self.sims)), defaults or {"assigning-polls": 1, "retry-after": 1},
-                enrollments, args)
+                enrollments, args, **tls)
         self.sims.append(s)
         return s
 
