@@ -93,12 +93,11 @@ typedef struct Device {
         size_t in_len, in_cap;
         uint8_t *out;
         size_t out_len, out_off, out_cap;
-        bool ssl_wants_write;   /* SSL_read said WANT_WRITE, or SSL_write WANT_WRITE */
         uint16_t packet_id;
         unsigned rid;           /* current $rid, a counter per device */
         bool request_is_poll;
         char *operation_id;
-        uint64_t t_start, t_done;
+        uint64_t t_start, t_tcp, t_tls, t_connack, t_done;   /* phase ends, CLOCK_MONOTONIC */
         unsigned polls, throttled;
 } Device;
 
@@ -130,6 +129,7 @@ static uint64_t now_usec(void) {
 }
 
 static void device_start_next(Loadgen *lg);
+static bool device_flush(Device *d);
 
 /* ---- buffers and MQTT encoding -------------------------------------------- */
 
@@ -369,14 +369,6 @@ static void device_assigned(Device *d) {
         device_finished(d);
 }
 
-static int device_update_events(Device *d) {
-        uint32_t ev = EPOLLIN;
-
-        if (d->state == DEV_TCP_CONNECTING || d->ssl_wants_write || d->out_len > d->out_off)
-                ev |= EPOLLOUT;
-        return sd_event_source_set_io_events(d->io, ev);
-}
-
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Device *d = userdata;
         int r;
@@ -387,9 +379,8 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 device_fail(d, FAIL_PROTOCOL, strerror(-r));
                 return 0;
         }
-        r = device_update_events(d);
-        if (r < 0)
-                device_fail(d, FAIL_PROTOCOL, strerror(-r));
+        /* Edge-triggered: the socket is writable already, no event will come. */
+        (void) device_flush(d);
         return 0;
 }
 
@@ -508,6 +499,7 @@ static bool device_on_packet(Device *d, const uint8_t *p, size_t hdr, size_t len
                         device_fail(d, FAIL_CONNACK, why);
                         return false;
                 }
+                d->t_connack = now_usec();
                 r = mqtt_queue_subscribe(d);
                 if (r < 0) {
                         device_fail(d, FAIL_PROTOCOL, strerror(-r));
@@ -618,7 +610,6 @@ static bool device_flush(Device *d) {
                 }
                 switch (SSL_get_error(d->ssl, n)) {
                 case SSL_ERROR_WANT_WRITE:
-                        d->ssl_wants_write = true;
                         return true;
                 case SSL_ERROR_WANT_READ:
                         return true;
@@ -651,7 +642,6 @@ static bool device_read(Device *d) {
                 case SSL_ERROR_WANT_READ:
                         return true;
                 case SSL_ERROR_WANT_WRITE:
-                        d->ssl_wants_write = true;
                         return true;
                 case SSL_ERROR_ZERO_RETURN:
                         device_fail(d, FAIL_CLOSED, "server closed the connection");
@@ -667,6 +657,7 @@ static bool device_handshake(Device *d) {
         int r = SSL_connect(d->ssl);
 
         if (r == 1) {
+                d->t_tls = now_usec();
                 r = mqtt_queue_connect(d);
                 if (r < 0) {
                         device_fail(d, FAIL_PROTOCOL, strerror(-r));
@@ -679,7 +670,6 @@ static bool device_handshake(Device *d) {
         case SSL_ERROR_WANT_READ:
                 return true;
         case SSL_ERROR_WANT_WRITE:
-                d->ssl_wants_write = true;
                 return true;
         default: {
                 char why[160];
@@ -695,9 +685,13 @@ static bool device_handshake(Device *d) {
         }
 }
 
+/* Edge-triggered (EPOLLET), so every event drains what it can: handshake,
+ * reads until WANT_READ, writes until WANT_WRITE. Level-triggered sources
+ * cost O(ready sockets) per loop iteration, because sd-event polls the
+ * kernel before every dispatch, and a thousand handshaking sockets made
+ * that the load generator's main cost. */
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Device *d = userdata;
-        int r;
 
         if (d->state == DEV_TCP_CONNECTING) {
                 int err = 0;
@@ -711,25 +705,20 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                 }
                 if (!(revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
                         return 0;
+                d->t_tcp = now_usec();
                 d->state = DEV_TLS_HANDSHAKE;
         }
 
-        d->ssl_wants_write = false;
         if (d->state == DEV_TLS_HANDSHAKE) {
                 if (!device_handshake(d))
                         return 0;
                 if (d->state == DEV_TLS_HANDSHAKE)
-                        goto update;
+                        return 0;
         }
         /* Read first: it may produce acknowledgements and requests to write. */
         if (!device_read(d))
                 return 0;
-        if (!device_flush(d))
-                return 0;
-update:
-        r = device_update_events(d);
-        if (r < 0)
-                device_fail(d, FAIL_PROTOCOL, strerror(-r));
+        (void) device_flush(d);
         return 0;
 }
 
@@ -758,7 +747,7 @@ static int device_start(Device *d) {
                 return -EIO;
         SSL_set_mode(d->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 
-        r = sd_event_add_io(lg->event, &d->io, fd, EPOLLIN | EPOLLOUT, on_io, d);
+        r = sd_event_add_io(lg->event, &d->io, fd, EPOLLIN | EPOLLOUT | EPOLLET, on_io, d);
         if (r < 0)
                 return r;
         d->fd = TAKE_FD(fd);
@@ -822,45 +811,103 @@ static double percentile_ms(const uint64_t *v, size_t n, double p) {
         return (double) v[k - 1] / 1000.0;
 }
 
+typedef enum Phase {
+        PHASE_TOTAL,            /* connect start to assigned: the latency */
+        PHASE_TCP,              /* connect start to TCP established */
+        PHASE_TLS,              /* TLS handshake */
+        PHASE_CONNACK,          /* CONNECT sent to CONNACK */
+        PHASE_DPS,              /* CONNACK to assigned: subscribe, register, polls */
+        _PHASE_MAX,
+} Phase;
+
+static const char *phase_to_string(Phase p) {
+        switch (p) {
+        case PHASE_TOTAL: return "total";
+        case PHASE_TCP: return "tcp";
+        case PHASE_TLS: return "tls";
+        case PHASE_CONNACK: return "connack";
+        case PHASE_DPS: return "dps";
+        case _PHASE_MAX: break;
+        }
+        return "?";
+}
+
+static uint64_t phase_usec(const Device *d, Phase p) {
+        switch (p) {
+        case PHASE_TOTAL: return d->t_done - d->t_start;
+        case PHASE_TCP: return d->t_tcp - d->t_start;
+        case PHASE_TLS: return d->t_tls - d->t_tcp;
+        case PHASE_CONNACK: return d->t_connack - d->t_tls;
+        case PHASE_DPS: return d->t_done - d->t_connack;
+        case _PHASE_MAX: break;
+        }
+        return 0;
+}
+
+/* Sorted durations of one phase over the assigned devices; returns how many. */
+static size_t phase_collect(const Loadgen *lg, Phase p, uint64_t *v) {
+        size_t n = 0;
+
+        for (unsigned i = 0; i < lg->n_devices; i++)
+                if (lg->devices[i].state == DEV_ASSIGNED)
+                        v[n++] = phase_usec(&lg->devices[i], p);
+        qsort(v, n, sizeof(uint64_t), cmp_u64);
+        return n;
+}
+
 static int report(Loadgen *lg) {
         _cleanup_free_ uint64_t *lat = NULL;
+        double p50[_PHASE_MAX], p99[_PHASE_MAX];
         size_t n = 0;
         unsigned failed = 0;
-        double secs, rate, p50, p99, max;
+        double secs, rate, max = 0, cpu = 0;
+        struct rusage ru;
 
         lat = calloc(lg->n_devices ? lg->n_devices : 1, sizeof(uint64_t));
         if (!lat)
                 return -ENOMEM;
-        for (unsigned i = 0; i < lg->n_devices; i++)
-                if (lg->devices[i].state == DEV_ASSIGNED)
-                        lat[n++] = lg->devices[i].t_done - lg->devices[i].t_start;
-        qsort(lat, n, sizeof(uint64_t), cmp_u64);
+        for (Phase p = _PHASE_MAX; p-- > 0;) {
+                n = phase_collect(lg, p, lat);
+                p50[p] = percentile_ms(lat, n, 50);
+                p99[p] = percentile_ms(lat, n, 99);
+        }
+        /* lat now holds PHASE_TOTAL, the last collected. */
+        if (n > 0)
+                max = (double) lat[n - 1] / 1000.0;
         for (Failure f = 0; f < _FAIL_MAX; f++)
                 failed += lg->failures[f];
 
         secs = n > 0 ? (double) (lg->t_last_assigned - lg->t_begin) / 1e6 : 0;
         rate = secs > 0 ? (double) n / secs : 0;
-        p50 = percentile_ms(lat, n, 50);
-        p99 = percentile_ms(lat, n, 99);
-        max = n > 0 ? (double) lat[n - 1] / 1000.0 : 0;
+        /* CPU time says more than wall time on a shared machine. */
+        if (getrusage(RUSAGE_SELF, &ru) >= 0)
+                cpu = (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6 +
+                      (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
 
         if (lg->json) {
-                printf("{\"devices\":%u,\"assigned\":%zu,\"failed\":%u,\"seconds\":%.3f,"
+                printf("{\"devices\":%u,\"concurrency\":%u,\"assigned\":%zu,\"failed\":%u,\"seconds\":%.3f,"
                        "\"registrations_per_s\":%.1f,\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"max_ms\":%.1f,"
-                       "\"polls\":%" PRIu64 ",\"responses_202\":%" PRIu64 ",\"responses_429\":%" PRIu64 ",\"failures\":{",
-                       lg->n_devices, n, failed, secs, rate, p50, p99, max,
-                       lg->polls, lg->responses_202, lg->responses_429);
+                       "\"polls\":%" PRIu64 ",\"responses_202\":%" PRIu64 ",\"responses_429\":%" PRIu64 ","
+                       "\"loadgen_cpu_s\":%.3f,\"failures\":{",
+                       lg->n_devices, lg->concurrency, n, failed, secs, rate, p50[PHASE_TOTAL], p99[PHASE_TOTAL], max,
+                       lg->polls, lg->responses_202, lg->responses_429, cpu);
                 for (Failure f = 0; f < _FAIL_MAX; f++)
                         printf("%s\"%s\":%u", f ? "," : "", failure_to_string(f), lg->failures[f]);
+                printf("},\"phases_ms\":{");
+                for (Phase p = 0; p < _PHASE_MAX; p++)
+                        printf("%s\"%s\":{\"p50\":%.1f,\"p99\":%.1f}", p ? "," : "", phase_to_string(p), p50[p], p99[p]);
                 printf("}}\n");
         } else {
                 printf("devices        %u (concurrency %u)\n", lg->n_devices, lg->concurrency);
                 printf("assigned       %zu in %.3f s\n", n, secs);
                 printf("registrations  %.1f /s\n", rate);
                 printf("latency        p50 %.1f ms, p99 %.1f ms, max %.1f ms (connect start to assigned)\n",
-                       p50, p99, max);
+                       p50[PHASE_TOTAL], p99[PHASE_TOTAL], max);
+                for (Phase p = PHASE_TCP; p < _PHASE_MAX; p++)
+                        printf("  %-12s p50 %.1f ms, p99 %.1f ms\n", phase_to_string(p), p50[p], p99[p]);
                 printf("polls          %" PRIu64 " (202: %" PRIu64 ", 429: %" PRIu64 ")\n",
                        lg->polls, lg->responses_202, lg->responses_429);
+                printf("cpu            %.3f s (dps-loadgen, user + system)\n", cpu);
                 printf("failed         %u", failed);
                 for (Failure f = 0; f < _FAIL_MAX; f++)
                         if (lg->failures[f])

@@ -103,16 +103,23 @@ result=$("$loadgen" "${lg_args[@]}") || lg_rc=$?
 
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$sim_pid/status" 2>/dev/null || echo 0)
 rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$sim_pid/status" 2>/dev/null || echo 0)
+# utime + stime in clock ticks (fields 14 and 15; the command name in field 2 has no spaces here).
+sim_ticks=$(awk '{ print $14 + $15 }' "/proc/$sim_pid/stat" 2>/dev/null || echo 0)
+hz=$(getconf CLK_TCK)
 
 kill -TERM "$sim_pid"
 sim_rc=0
 wait "$sim_pid" || sim_rc=$?
 sim_pid=
 
-python3 - "$result" "${hwm:-0}" "${rss:-0}" "$devices" <<'EOF'
+python3 - "$result" "${hwm:-0}" "${rss:-0}" "$devices" "${sim_ticks:-0}" "$hz" "$(nproc)" <<'EOF'
 import json, sys
 r = json.loads(sys.argv[1]) if sys.argv[1].strip() else {}
 hwm, rss, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sim_cpu = int(sys.argv[5]) / int(sys.argv[6])
+cores = int(sys.argv[7])
+lg_cpu = r.get("loadgen_cpu_s", 0)
+done = r.get("assigned") or 0
 print("dps-sim load: %d concurrent TLS devices, one group enrollment, no throttling" % n)
 print("  assigned         %s of %s (failed %s: %s)" % (r.get("assigned"), r.get("devices"), r.get("failed"),
       ", ".join("%s %d" % kv for kv in r.get("failures", {}).items() if kv[1]) or "none"))
@@ -120,8 +127,19 @@ print("  registrations/s  %.1f   (%.3f s from the first connect to the last assi
       % (r.get("registrations_per_s", 0), r.get("seconds", 0)))
 print("  latency          p50 %.1f ms   p99 %.1f ms   max %.1f ms"
       % (r.get("p50_ms", 0), r.get("p99_ms", 0), r.get("max_ms", 0)))
+ph = r.get("phases_ms", {})
+if ph:
+    print("  phases p50/p99   " + ", ".join("%s %.0f/%.0f ms" % (k, v["p50"], v["p99"])
+                                          for k, v in ph.items() if k != "total"))
 print("  dps-sim memory   peak RSS (VmHWM) %.1f MiB, RSS after the run %.1f MiB" % (hwm / 1024, rss / 1024))
-print("RESULT " + json.dumps(dict(r, sim_vmhwm_kib=hwm, sim_vmrss_kib=rss)))
+if done:
+    # Wall-clock rates depend on whatever else runs on the machine; CPU per
+    # registration does not, and bounds what the cores could do.
+    per = (sim_cpu + lg_cpu) / done
+    print("  cpu              dps-sim %.2f ms, dps-loadgen %.2f ms per registration;"
+          " %d cores bound both together at ~%.0f registrations/s"
+          % (1000 * sim_cpu / done, 1000 * lg_cpu / done, cores, cores / per if per else 0))
+print("RESULT " + json.dumps(dict(r, sim_vmhwm_kib=hwm, sim_vmrss_kib=rss, sim_cpu_s=round(sim_cpu, 3))))
 EOF
 
 if (( sim_rc != 0 )); then
