@@ -189,7 +189,11 @@ class Sim:
         return self.start()
 
     def __exit__(self, *exc):
-        self.stop()
+        rc = self.stop()
+        if exc[0] is None and rc not in (None, 0):
+            # SIGTERM must end dps-sim cleanly; under ASan a leak or error also lands here.
+            sys.stderr.write(f"--- dps-sim stderr ---\n{self.log()}\n")
+            raise AssertionError(f"dps-sim exited with {rc} after SIGTERM (work dir {self.dir})")
         if self.own_dir and exc[0] is None:
             shutil.rmtree(self.dir, ignore_errors=True)
         elif exc[0] is not None:
