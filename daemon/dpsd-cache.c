@@ -68,9 +68,11 @@ int cache_load(const char *path, CacheData **ret) {
         if (!tok)
                 return -ENOMEM;
         o = json_tokener_parse_ex(tok, text, (int) len);
-        /* A complete document must end the input: a truncated one does not parse. */
+        /* One complete document and nothing but white space after it: a
+         * truncated file does not parse, a file with junk appended does not
+         * pass. */
         if (!o || json_tokener_get_error(tok) != json_tokener_success ||
-            json_tokener_get_parse_end(tok) < len) {
+            strspn(text + json_tokener_get_parse_end(tok), " \t\r\n") != len - json_tokener_get_parse_end(tok)) {
                 json_object_put(o);
                 json_tokener_free(tok);
                 return -EBADMSG;
@@ -164,7 +166,11 @@ int cache_save(const char *path, const CacheData *d) {
                 return r;
         }
         text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
-        r = write_file_atomic(path, text, strlen(text), 0600);
+        _cleanup_free_ char *line = NULL;
+        if (asprintf(&line, "%s\n", text) < 0)
+                r = -ENOMEM;
+        else
+                r = write_file_atomic(path, line, strlen(line), 0600);
         json_object_put(o);
         return r;
 }
