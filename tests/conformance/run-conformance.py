@@ -187,8 +187,9 @@ def write_config(path, creds):
 class Sim:
     """dps-sim in the foreground, on loopback, ports chosen by the kernel."""
 
-    def __init__(self, binary, config, workdir, name):
+    def __init__(self, binary, config, workdir, name, sets=()):
         self.binary = binary
+        self.sets = [a for kv in sets for a in ("--set", kv)]
         self.config = config
         self.ready = os.path.join(workdir, name + ".ready")
         self.events_path = os.path.join(workdir, name + ".events")
@@ -200,7 +201,7 @@ class Sim:
     def __enter__(self):
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([self.binary, "--config", self.config, "--events", self.events_path,
-                                      "--ready-file", self.ready, "--seed", "1"],
+                                      "--ready-file", self.ready, "--seed", "1"] + self.sets,
                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -562,6 +563,34 @@ def case_x509_untrusted(env):
         return check_refused(events, "dev-x509", sdk)
 
 
+def case_retry(status):
+    """The first register answers an error the SDK retries (429 with
+    retry-after, or 503): the SDK registers again and is assigned."""
+    def run(env):
+        key = read(os.path.join(env.creds, "dev-sas.sas"))
+        with Sim(env.sim, env.config, env.workdir, "retry-%d" % status,
+                 sets=["fail-first=1", "fail-status=%d" % status]) as sim:
+            sdk = provision(env, sim, "mqtt", "sas", "dev-sas", key=key)
+            check_assigned(sdk, "dev-sas", HUB_SAS, "dev-sas-device")
+            events = sim.events()
+            conns = conns_of(events, "dev-sas")
+            check(len(conns) == 1, "the SDK reconnected (%d connections) instead of retrying on its session" % len(conns))
+            mine = [e for e in events if e.get("conn") == conns[0] and e.get("event") in ("register", "poll", "response")]
+            kinds = [(e["event"], e.get("status")) for e in mine]
+            want = [("register", None), ("response", status), ("register", None), ("response", 202),
+                    ("poll", None), ("response", 200)]
+            check(kinds == want, "sequence %s, expected %s" % (kinds, want))
+            err = mine[1]
+            if status == 429:
+                check(err.get("retryAfter") == 1, "429 without retry-after 1: %r" % err.get("retryAfter"))
+            waited = mine[2]["ts"] - err["ts"]
+            check(waited >= (err.get("retryAfter") or 0) - 0.01,
+                  "the SDK registered again %.3f s after a %d with retry-after %r" % (waited, status, err.get("retryAfter")))
+            check(mine[2].get("rid") != mine[0].get("rid"), "the retried register reused its $rid")
+        return "registered again after %.1f s, then assigned" % waited
+    return run
+
+
 def case_disabled(env):
     key = read(os.path.join(env.creds, "dev-disabled.sas"))
     with Sim(env.sim, env.config, env.workdir, "disabled") as sim:
@@ -609,6 +638,8 @@ def all_cases():
         ("unknown-registration", case_unknown),
         ("x509-cn-mismatch", case_x509_cn_mismatch),
         ("x509-untrusted", case_x509_untrusted),
+        ("mqtt/throttled-429", case_retry(429)),
+        ("mqtt/service-503", case_retry(503)),
         ("disabled", case_disabled),
         ("failed", case_failed),
     ]
