@@ -841,6 +841,18 @@ int sim_dps_save_state(SimDps *d) {
                         r = -errno;
                 if (r < 0)
                         unlink(tmp);
+                else {
+                        /* fsync the directory so the rename itself is durable */
+                        _cleanup_free_ char *dir = strdup(path);
+                        char *slash = dir ? strrchr(dir, '/') : NULL;
+                        if (slash)
+                                *(slash == dir ? slash + 1 : slash) = 0;
+                        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                        if (dfd >= 0) {
+                                (void) fsync(dfd);
+                                close(dfd);
+                        }
+                }
         }
         json_object_put(root);
         if (r == 0)
