@@ -319,6 +319,13 @@ class World:
                     out.append(p)
         return out
 
+    def check_sanitizers(self):
+        """Under -Db_sanitize=address,undefined every report fails the test."""
+        for d in self.dpsds:
+            out = d.output()
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                check(marker not in out, "%s in %s" % (marker, d.log_path))
+
     def check_no_secrets(self):
         """Keys, derived keys, tokens and signatures never appear in any log,
         event log, cache or identity file of the run."""
@@ -346,6 +353,7 @@ class World:
         secret_failure = None
         if et is None:
             try:
+                self.check_sanitizers()
                 self.check_no_secrets()
             except Failure as e:
                 secret_failure = e
