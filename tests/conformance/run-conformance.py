@@ -419,8 +419,15 @@ def check_refused(events, registration_id, sdk):
         code = (err.get("result") or {}).get("errorCode")
         check(isinstance(code, int) and code // 1000 == status,
               "error body errorCode %r does not match status %d" % (code, status))
-    return "CONNACK %s" % connect_refused[0]["returnCode"] if connect_refused else \
-        "status %s" % answered[0]["status"]
+    if connect_refused:
+        return "CONNACK %s" % connect_refused[0]["returnCode"]
+    # Real DPS accepts the CONNECT and answers the register with 401
+    # (errorCode 401000/401002); the sim logs why it did not authorize.
+    accepted = [e for e in events if e.get("event") == "connect" and e.get("conn") in conns]
+    check(all(e.get("authorized") is not True for e in accepted),
+          "the connect event says authorized although the answer was %d" % answered[0]["status"])
+    why = [e.get("reason") for e in accepted if e.get("reason")]
+    return "status %s%s" % (answered[0]["status"], " (%s)" % why[0] if why else "")
 
 
 def check_assigned(sdk, registration_id, hubs, device_id=None):
