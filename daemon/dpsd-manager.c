@@ -826,7 +826,8 @@ static void session_handler(DpsSession *s, const DpsSessionEvent *ev, void *user
 
         case DPS_SESSION_DISCONNECTED: {
                 _cleanup_free_ char *why = NULL;
-                bool tls = ev->error == -EPROTO || (ev->detail && strstr(ev->detail, "SSL"));
+                bool tls = (ev->error == -EPROTO && !(ev->detail && strstr(ev->detail, "WebSocket"))) ||
+                        (ev->detail && strstr(ev->detail, "SSL"));
                 /* dps-tunnel: "proxy refused CONNECT: 407 ...", "Failed to connect to proxy ..." */
                 bool proxy = ev->detail && strstr(ev->detail, "proxy ");
 

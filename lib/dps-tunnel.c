@@ -1003,54 +1003,84 @@ static int stage_proxy_begin(DpsTunnel *t) {
         return 0;
 }
 
-/* The proxy's answer is read with MSG_PEEK so that not one byte of what
- * follows the head (the server's TLS) is taken from the socket. */
-static int stage_proxy_step(DpsTunnel *t) {
-        _cleanup_free_ char *reason = NULL, *pname = NULL;
-        char buf[HTTP_HEAD_MAX + 1];
+static bool status_is_2xx(const char *head) {
+        int status;
+        return dps_http_parse_status(head, &status, NULL) >= 0 && status >= 200 && status <= 299;
+}
+
+/* Reads an HTTP response head into hs_in. 1 when complete, with
+ * *ret_head_len its length (the head is then a NUL-terminated string at
+ * hs_in and the bytes after it, if any, follow); 0 to wait; <0 error with a
+ * message naming what (e.g. "proxy http://host:port"). */
+static int read_head(DpsTunnel *t, const char *what, size_t *ret_head_len) {
+        uint8_t buf[4096];
         const char *end;
-        ssize_t n;
+        int r;
+
+        for (;;) {
+                ssize_t n = net_recv(t, buf, sizeof(buf));
+                if (n == -EAGAIN)
+                        return 0;
+                if (n < 0)
+                        return (int) n;
+                if (n == 0)
+                        return set_error(t, -ECONNRESET, "%s closed the connection before answering", what);
+                r = buf_append(&t->hs_in, buf, (size_t) n);
+                if (r < 0)
+                        return r;
+                r = buf_append(&t->hs_in, "", 1);  /* keep it a string; the NUL is not counted */
+                if (r < 0)
+                        return r;
+                t->hs_in.len--;
+                end = strstr((const char *) t->hs_in.data + t->hs_in.start, "\r\n\r\n");
+                if (end) {
+                        *ret_head_len = (size_t) (end - (const char *) t->hs_in.data - t->hs_in.start) + 4;
+                        return 1;
+                }
+                if (t->hs_in.len > HTTP_HEAD_MAX || memchr(t->hs_in.data + t->hs_in.start, 0, t->hs_in.len))
+                        return set_error(t, -EBADMSG, "%s sent a malformed or oversized answer", what);
+        }
+}
+
+static int stage_proxy_step(DpsTunnel *t) {
+        _cleanup_free_ char *reason = NULL, *pname = NULL, *what = NULL;
+        size_t head_len;
+        char *head;
         int r, status;
 
         r = send_handshake(t);
         if (r <= 0)
                 return r;
 
-        n = recv(t->fd, buf, HTTP_HEAD_MAX, MSG_PEEK);
-        if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                        return 0;
-                return -errno;
-        }
         (void) dps_proxy_to_string(&t->proxy, &pname);
-        if (n == 0)
-                return set_error(t, -ECONNRESET, "proxy %s closed the connection before answering CONNECT",
-                                 strna(pname));
-        buf[n] = 0;
-        end = strstr(buf, "\r\n\r\n");
-        if (!end) {
-                if ((size_t) n >= HTTP_HEAD_MAX)
-                        return set_error(t, -EBADMSG, "proxy %s sent an oversized answer to CONNECT", strna(pname));
-                if (memchr(buf, 0, (size_t) n))
-                        return set_error(t, -EBADMSG, "proxy %s sent a malformed answer to CONNECT", strna(pname));
-                return 0;       /* wait for more; peeked bytes stay queued */
-        }
-        /* consume exactly the head */
-        size_t head = (size_t) (end - buf) + 4;
-        if (recv(t->fd, buf, head, 0) != (ssize_t) head)
-                return -EIO;
-        buf[head] = 0;
+        if (asprintf(&what, "proxy %s", strna(pname)) < 0)
+                return -ENOMEM;
+        r = read_head(t, what, &head_len);
+        if (r <= 0)
+                return r;
+        head = (char *) t->hs_in.data + t->hs_in.start;
 
-        r = dps_http_parse_status(buf, &status, &reason);
+        /* The endpoint speaks only after us (TLS ClientHello, WebSocket GET,
+         * MQTT CONNECT), so nothing may follow a 2xx head. Without TLS
+         * (tests) such bytes are kept; TLS reads the socket itself. */
+        size_t extra = t->hs_in.len - head_len;
+        if (extra > 0 && t->ssl_ctx && status_is_2xx(head))
+                return set_error(t, -EPROTO, "%s sent data after its answer to CONNECT", what);
+        r = buf_append(&t->pre, head + head_len, extra);
         if (r < 0)
-                return set_error(t, -EBADMSG, "proxy %s sent a malformed answer to CONNECT", strna(pname));
+                return r;
+        head[head_len] = 0;
+
+        r = dps_http_parse_status(head, &status, &reason);
+        buf_done(&t->hs_in, false);
+        if (r < 0)
+                return set_error(t, -EBADMSG, "%s sent a malformed answer to CONNECT", what);
         /* 407 is the standard answer to missing or wrong credentials, but
          * some proxies (tinyproxy 1.11) answer CONNECT with 401 */
         if (status == 401 || status == 403 || status == 407)
-                return set_error(t, -EACCES, "proxy refused CONNECT: %d %s (proxy %s)", status, reason, strna(pname));
+                return set_error(t, -EACCES, "proxy refused CONNECT: %d %s (%s)", status, reason, what);
         if (status < 200 || status > 299)
-                return set_error(t, -ECONNREFUSED, "proxy refused CONNECT: %d %s (proxy %s)", status, reason,
-                                 strna(pname));
+                return set_error(t, -ECONNREFUSED, "proxy refused CONNECT: %d %s (%s)", status, reason, what);
         return stage_stream_ready(t);
 }
 
@@ -1227,39 +1257,21 @@ static int ws_context_new(DpsTunnel *t) {
 }
 
 static int stage_ws_step(DpsTunnel *t) {
-        const char *reason = NULL, *end;
-        uint8_t buf[4096];
+        _cleanup_free_ char *what = NULL;
+        const char *reason = NULL;
+        size_t head_len;
         int r, status = 0;
 
         r = send_handshake(t);
         if (r <= 0)
                 return r;
-
-        for (;;) {
-                ssize_t n = net_recv(t, buf, sizeof(buf));
-                if (n == -EAGAIN)
-                        return 0;
-                if (n < 0)
-                        return (int) n;
-                if (n == 0)
-                        return set_error(t, -ECONNRESET, "WebSocket handshake with %s failed: the server closed the connection",
-                                         t->host);
-                r = buf_append(&t->hs_in, buf, (size_t) n);
-                if (r < 0)
-                        return r;
-                r = buf_append(&t->hs_in, "", 1);  /* keep it a string; the NUL is dropped below */
-                if (r < 0)
-                        return r;
-                t->hs_in.len--;
-                end = strstr((const char *) t->hs_in.data + t->hs_in.start, "\r\n\r\n");
-                if (end)
-                        break;
-                if (t->hs_in.len > HTTP_HEAD_MAX)
-                        return set_error(t, -EBADMSG, "WebSocket handshake with %s failed: oversized answer", t->host);
-        }
+        if (asprintf(&what, "the WebSocket server %s:%u", t->host, t->port) < 0)
+                return -ENOMEM;
+        r = read_head(t, what, &head_len);
+        if (r <= 0)
+                return r;
 
         const char *head = (const char *) t->hs_in.data + t->hs_in.start;
-        size_t head_len = (size_t) (end - head) + 4;
         /* whatever follows the head is already WebSocket frames */
         r = buf_append(&t->pre, head + head_len, t->hs_in.len - head_len);
         if (r < 0)

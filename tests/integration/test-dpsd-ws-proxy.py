@@ -201,7 +201,7 @@ def test_ws_wrong_port_is_reported():
     with world() as w:
         sim = WsSim(w, "ws-wrong", [w.sas_enrollment()])
         d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.port))
-        st = d.wait_status("WebSocket handshake", timeout=15)
+        st = d.wait_status("WebSocket server 127.0.0.1:%d closed the connection" % sim.port, timeout=15)
         check("Waiting" in st, st)
         check(not sim.events("register"), "a register went through the wrong listener")
         stop_clean(d)
