@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 SKIP = 77
 SRC = os.environ.get("DPSD_SOURCE_ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,7 +126,7 @@ def write_file(path, text, mode=0o644, uid=0, gid=0):
 
 def dps_conf(port, key_file="/etc/dpsd/device.key", extra=""):
     return f"""# dps.conf written by tests/system/test-boot.py
-endpoint = "localhost";
+endpoint = "127.0.0.1";
 port = {port};
 id-scope = "{ID_SCOPE}";
 registration-id = "{REG_ID}";
@@ -255,7 +256,8 @@ class Container:
                 raise Failed(f"the container did not finish booting within {timeout} s:\n{self.tail()}")
             p = self.sh(["systemctl", "is-system-running", "--wait"], timeout=left, check_rc=False)
             state = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
-            if state in ("running", "degraded", "maintenance", "stopping", "offline"):
+            # "offline" is what systemctl says before PID 1 answers.
+            if state in ("running", "degraded", "maintenance", "stopping"):
                 return state
             time.sleep(0.1)
 
@@ -346,9 +348,11 @@ def checks(c, sim, root, key, timer):
     check(s["Type"] == "notify", "dpsd.service is Type=notify")
     c.wait_prop("State", "provisioned")
     check(c.prop("AssignedHub") == HUB, f"busctl get-property AssignedHub returns {HUB}")
-    with open(os.path.join(root, "run/consumer-hub")) as f:
-        got = f.read()
+    # /run is the container's own tmpfs: read it from inside.
+    got = c.sh(["cat", "/run/consumer-hub"], check_rc=False).stdout
     check(f'"{HUB}"' in got, f"a unit ordered after dps-provisioned.target saw the hub at boot ({got.strip()!r})")
+    got = c.sh(["cat", "/run/consumer-env"], check_rc=False).stdout.strip()
+    check(got == f"{HUB} {REG_ID}", f"and read DPS_ASSIGNED_HUB and DPS_DEVICE_ID from /run/dpsd/identity.env ({got!r})")
     check(c.show("dps-provisioned.target", "ActiveState")["ActiveState"] == "active", "dps-provisioned.target is active")
     # MainPID is a PID of the container's namespace: look at it from inside.
     owner = c.sh(["stat", "-c", "%U", f"/proc/{s['MainPID']}"]).stdout.strip()
@@ -412,12 +416,22 @@ def checks(c, sim, root, key, timer):
     check("provisioned" in states, f"journalctl -u dpsd -o json carries DPS_STATE (seen: {sorted(states)})")
     check(any(e.get("DPS_REGISTRATION_ID") == REG_ID and "DPS_ATTEMPT" in e for e in entries),
           "its entries carry DPS_REGISTRATION_ID and DPS_ATTEMPT")
-    whole = c.sh(["journalctl", "--no-pager", "-o", "export"], timeout=60).stdout
-    for secret in (key, key.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D"), "SharedAccessSignature", "sig="):
-        check(secret not in whole, f"the whole journal holds no {'device key' if secret.startswith(key[:4]) else secret!r}")
     cache = c.sh(["sh", "-c", "cat /var/lib/dpsd/* 2>/dev/null || true"]).stdout
     check(cache != "" and key not in cache, "the cache in /var/lib/dpsd holds no key")
-    timer.mark("journal checks")
+
+    # SIGHUP (systemctl reload) keeps the process and the assignment.
+    pid = c.show("dpsd.service", "MainPID")["MainPID"]
+    c.sh(["systemctl", "reload", "dpsd.service"])
+    deadline = time.monotonic() + 5
+    while "Configuration reloaded" not in c.sh(["journalctl", "--no-pager", "-b", "-u", "dpsd.service", "-n", "5",
+                                                 "-o", "cat"]).stdout:
+        if time.monotonic() > deadline:
+            raise Failed("dpsd logged no \"Configuration reloaded\" within 5 s of systemctl reload")
+        time.sleep(0.1)
+    s = c.show("dpsd.service", "ActiveState", "MainPID")
+    check(s["ActiveState"] == "active" and s["MainPID"] == pid and c.prop("State") == "provisioned"
+          and c.prop("AssignedHub") == HUB, "systemctl reload dpsd keeps the process and the assignment")
+    timer.mark("journal, cache and reload checks")
 
     # A bad config fails the unit with 78 and no restart loop.
     conf = os.path.join(root, "etc/dps.conf")
@@ -445,6 +459,15 @@ def checks(c, sim, root, key, timer):
     c.wait_prop("State", "provisioned", timeout=10)
     check(c.prop("Source") == "cache", "with the config fixed, dpsd starts again provisioned from the cache")
     timer.mark("bad config")
+
+    # Last, over everything this boot logged (exported raw, so binary fields
+    # are searched too): no key, no SAS token.
+    whole = c.sh(["journalctl", "--no-pager", "-o", "export"], timeout=60).stdout
+    check(f"DPS_REGISTRATION_ID={REG_ID}" in whole, "the exported journal holds dpsd's entries")
+    urlkey = key.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    for secret, what in ((key, "device key"), (urlkey, "url-encoded device key"),
+                         ("SharedAccessSignature", "SAS token"), ("sig=", "SAS signature")):
+        check(secret not in whole, f"the whole journal holds no {what}")
 
 
 def main():
@@ -508,7 +531,9 @@ After=dps-provisioned.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+EnvironmentFile=/run/dpsd/identity.env
 ExecStart=/bin/sh -c 'busctl get-property org.dpsd.Provisioning1 /org/dpsd/Provisioning1 org.dpsd.Provisioning1 AssignedHub > /run/consumer-hub'
+ExecStart=/bin/sh -c 'echo "$DPS_ASSIGNED_HUB $DPS_DEVICE_ID" > /run/consumer-env'
 
 [Install]
 WantedBy=multi-user.target
@@ -524,6 +549,8 @@ WantedBy=multi-user.target
         ok = True
     except Failed as e:
         log(f"FAIL: {e}")
+    except Exception:
+        log("FAIL: the test itself broke:\n" + traceback.format_exc())
     finally:
         if not ok:
             diagnostics(c, sim)
