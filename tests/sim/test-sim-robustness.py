@@ -119,5 +119,43 @@ def test_half_open_and_idle_connections_do_not_block():
         assert sim.alive()
 
 
+def test_flooding_client_that_never_reads():
+    """A client that floods PINGREQs and reads nothing is cut off; others keep being served."""
+    key = random_key()
+    with Sim(enrollments=[sas_enrollment("dev-good", key)], sets=["assigning-polls=0"]) as sim:
+        flood = sim.sas_client("dev-good", key)
+        flood.stream.setblocking(False)
+        stop = threading.Event()
+        sent = [0]
+
+        def pump():
+            chunk = bytes([0xc0, 0]) * 32768
+            while not stop.is_set():
+                try:
+                    sent[0] += flood.stream.send(chunk)
+                except (ssl.SSLWantWriteError, BlockingIOError):
+                    time.sleep(0.001)
+                except OSError:
+                    return
+        t = threading.Thread(target=pump)
+        t.start()
+        try:
+            t0 = time.monotonic()
+            for i in range(3):
+                c = sim.sas_client("dev-good", key)
+                assert provision(c, rid_base=f"f{i}", sleep=False)[-1][2]["status"] == "assigned"
+                c.disconnect()
+            assert time.monotonic() - t0 < 10
+            deadline = time.monotonic() + 15
+            while "slow-client" not in [e["reason"] for e in sim.events("close")] and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            t.join()
+            flood.close()
+        assert "slow-client" in [e["reason"] for e in sim.events("close")], (sent, sim.events("close"))
+        assert sim.alive()
+
+
 if __name__ == "__main__":
     run_tests(globals())
