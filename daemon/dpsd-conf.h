@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "dps-tunnel.h"
+#include "dps-proxy.h"
 #include "dpsd-manager.h"
 
 #define CONFIG_DEFAULT_PATH SYSCONFDIR "/dps.conf"

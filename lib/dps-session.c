@@ -11,6 +11,7 @@
 
 #include "dps-macro.h"
 #include "dps-session.h"
+#include "dps-tunnel.h"
 
 /* mosquitto_loop_misc() handles keep-alive pings: "should be called fairly
  * frequently, about once per second is sufficient". */

@@ -10,7 +10,7 @@
 #include <systemd/sd-event.h>
 
 #include "dps.h"
-#include "dps-tunnel.h"
+#include "dps-proxy.h"
 
 /*
  * A DpsSession is one libmosquitto client on one TLS connection, driven by
