@@ -1112,7 +1112,7 @@ static int pump(DpsTunnel *t) {
 
                 /* network -> mosquitto */
                 while (t->down.len > 0 && t->ufd >= 0) {
-                        ssize_t n = write(t->ufd, t->down.data + t->down.start, t->down.len);
+                        ssize_t n = send(t->ufd, t->down.data + t->down.start, t->down.len, MSG_NOSIGNAL);
                         if (n < 0) {
                                 if (errno == EAGAIN || errno == EINTR)
                                         break;

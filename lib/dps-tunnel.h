@@ -58,7 +58,9 @@ typedef struct DpsTunnelConfig {
 
 int dps_tunnel_new(sd_event *event, const DpsTunnelConfig *config, dps_tunnel_handler_t handler,
                    void *userdata, DpsTunnel **ret);
-/* Starts resolving and connecting; everything after happens in the loop. */
+/* Starts resolving and connecting; everything after happens in the loop,
+ * and the handler never runs inside this call. OpenSSL writes to the socket
+ * without MSG_NOSIGNAL: like libmosquitto, the process must ignore SIGPIPE. */
 int dps_tunnel_start(DpsTunnel *t);
 /* The listening socket's path once READY was sent, NULL before. */
 const char *dps_tunnel_socket_path(DpsTunnel *t);
