@@ -28,6 +28,8 @@ BUILD = os.environ.get("DPSD_BUILD_ROOT") or os.path.join(SRC, "build")
 ID_SCOPE = "0ne00000B00"
 REG_ID = "boot-device-1"
 HUB = "hub-boot.azure-devices.net"
+X509_ID = "boot-device-x509"
+HUB_X509 = "hub-x509.azure-devices.net"
 BUS_ARGS = ["org.dpsd.Provisioning1", "/org/dpsd/Provisioning1", "org.dpsd.Provisioning1"]
 INSIDE_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
               "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "SYSTEMD_LOG_COLOR=0", "TERM=dumb"]
@@ -124,6 +126,20 @@ def write_file(path, text, mode=0o644, uid=0, gid=0):
     os.chmod(path, mode)
 
 
+def dps_conf_x509(port):
+    # The registration id is the certificate's CN; the key comes in as a
+    # systemd credential (LoadCredential= in a drop-in), as dps.conf(5) shows.
+    return f"""# dps.conf written by tests/system/test-boot.py: X.509 group enrollment
+endpoint = "127.0.0.1";
+port = {port};
+id-scope = "{ID_SCOPE}";
+registration-id-source = "certificate-cn";
+attestation = {{ type = "x509"; certificate-file = "/etc/dpsd/x509-chain.crt"; key-file = "credential:dps-key"; }};
+ca-file = "/etc/dpsd/dps-sim-ca.crt";
+retry = {{ min-sec = 1; max-sec = 5; }};
+"""
+
+
 def dps_conf(port, key_file="/etc/dpsd/device.key", extra=""):
     return f"""# dps.conf written by tests/system/test-boot.py
 endpoint = "127.0.0.1";
@@ -154,7 +170,8 @@ listen = {{ mqtt = "127.0.0.1:0"; }};
 defaults = {{ assigning-polls = 1; retry-after = 1; }};
 enrollments = (
   {{ registration-id = "{REG_ID}"; attestation = "symmetric-key"; primary-key = "{key}";
-    hubs = [ "{HUB}" ]; }}
+    hubs = [ "{HUB}" ]; }},
+  {{ group = "boot-devices-ca"; attestation = "x509"; ca = "{certs}/device-ca.crt"; hubs = [ "{HUB_X509}" ]; }}
 );
 """)
 
@@ -460,14 +477,38 @@ def checks(c, sim, root, key, timer):
     check(c.prop("Source") == "cache", "with the config fixed, dpsd starts again provisioned from the cache")
     timer.mark("bad config")
 
+    # X.509 through a credential, DPS back on a new port: a config for another
+    # identity invalidates the cache and provisions afresh.
+    port = sim.start()
+    certs = os.path.join(os.path.dirname(root), "certs")
+    shutil.copy(os.path.join(certs, f"{X509_ID}-chain.crt"), os.path.join(root, "etc/dpsd/x509-chain.crt"))
+    with open(os.path.join(certs, f"{X509_ID}.key")) as f:
+        x509_key = f.read()
+    write_file(os.path.join(root, "etc/dpsd/x509.key"), x509_key, 0o600)
+    write_file(os.path.join(root, "etc/systemd/system/dpsd.service.d/credential.conf"),
+               "[Service]\nLoadCredential=dps-key:/etc/dpsd/x509.key\n")
+    write_file(conf, dps_conf_x509(port))
+    c.sh(["systemctl", "daemon-reload"])
+    c.sh(["systemctl", "restart", "dpsd.service"])
+    c.wait_prop("State", "provisioned", timeout=20)
+    got = {n: c.prop(n) for n in ("RegistrationId", "AttestationType", "AssignedHub", "Source")}
+    check(got == {"RegistrationId": X509_ID, "AttestationType": "x509", "AssignedHub": HUB_X509, "Source": "service"},
+          f"X.509 with the key as a systemd credential provisions {X509_ID} ({got})")
+    conns = [e for e in sim.events_of("connect") if e.get("clientId") == X509_ID]
+    check(conns and conns[-1].get("auth") == "x509", "dps-sim saw an X.509-authenticated CONNECT")
+    timer.mark("x509")
+
     # Last, over everything this boot logged (exported raw, so binary fields
     # are searched too): no key, no SAS token.
     whole = c.sh(["journalctl", "--no-pager", "-o", "export"], timeout=60).stdout
     check(f"DPS_REGISTRATION_ID={REG_ID}" in whole, "the exported journal holds dpsd's entries")
     urlkey = key.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    pem = [line for line in x509_key.splitlines() if line and not line.startswith("-----")]
     for secret, what in ((key, "device key"), (urlkey, "url-encoded device key"),
-                         ("SharedAccessSignature", "SAS token"), ("sig=", "SAS signature")):
+                         ("SharedAccessSignature", "SAS token"), ("sig=", "SAS signature"),
+                         ("PRIVATE KEY", "PEM private key")):
         check(secret not in whole, f"the whole journal holds no {what}")
+    check(pem and not any(line in whole for line in pem), "the whole journal holds no line of the X.509 key")
 
 
 def main():
@@ -504,7 +545,7 @@ def main():
         run(["cp", "-a", "--reflink=auto", cached, root])
 
         certs = os.path.join(work, "certs")
-        run([os.path.join(SRC, "sim", "dps-sim-certs"), certs, "--sas", REG_ID])
+        run([os.path.join(SRC, "sim", "dps-sim-certs"), certs, "--sas", REG_ID, "--device", X509_ID])
         with open(os.path.join(certs, f"{REG_ID}.sas")) as f:
             key = f.read().strip()
         sim = Sim(work, certs, key)
