@@ -2,6 +2,7 @@
 /* dpsd-manager.c: the Manager, dpsd's one owner of provisioning state and its state machine */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/random.h>
@@ -46,6 +47,7 @@ struct Manager {
         manager_observer_t observer;
         void *observer_userdata;
         sd_event_source *notify_defer;
+        sd_event_source *trim;            /* malloc_trim() once provisioned */
         bool notify_changed, notify_provisioned;
 
         /* the current assignment and the last outcome (ManagerInfo) */
@@ -629,6 +631,15 @@ static int resend_timer_handler(sd_event_source *s, uint64_t usec, void *userdat
         return 0;
 }
 
+/* Runs on the loop iteration after provisioning, once the session (freed
+ * after its handler returned), its TLS context and libmosquitto are gone:
+ * hands the freed heap back, so a provisioned daemon keeps only what it
+ * needs for months. */
+static int trim_handler(sd_event_source *s, void *userdata) {
+        (void) malloc_trim(0);
+        return 0;
+}
+
 static void provisioned(Manager *m, const char *source) {
         int r;
 
@@ -653,6 +664,14 @@ static void provisioned(Manager *m, const char *source) {
         r = identity_env_write(m->config->identity_env_path, m->assigned_hub, m->device_id);
         if (r < 0)
                 log_warning_errno(r, "Failed to write %s: %m", m->config->identity_env_path);
+
+        if (!m->trim) {
+                r = sd_event_add_defer(m->event, &m->trim, trim_handler, NULL);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to schedule the heap trim, ignoring: %m");
+        }
+        if (m->trim)
+                (void) sd_event_source_set_enabled(m->trim, SD_EVENT_ONESHOT);
 
         manager_enter_state(m, MANAGER_PROVISIONED);
 }
@@ -894,6 +913,7 @@ Manager *manager_free(Manager *m) {
         stop_timers(m);
         m->clock_watch = sd_event_source_disable_unref(m->clock_watch);
         m->notify_defer = sd_event_source_disable_unref(m->notify_defer);
+        m->trim = sd_event_source_disable_unref(m->trim);
         if (m->clock_fd >= 0)
                 close(m->clock_fd);
         config_free(m->config);
