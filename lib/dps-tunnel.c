@@ -10,6 +10,11 @@
  *
  *   mosquitto <-unix-> [tunnel: WebSocket frames | TLS | HTTP CONNECT | TCP] <-> DPS
  *
+ * It is used for "mqtt-ws" (with or without a proxy) and for "mqtt" through
+ * a proxy; then TLS is the tunnel's and libmosquitto speaks plain MQTT on
+ * the Unix socket. Plain "mqtt" without a proxy keeps libmosquitto's own TLS
+ * connection (dps-session.c): no extra hop where none is needed.
+ *
  * - One sd-event loop, no threads of our own: every stage is an fd or a timer
  *   event, and the pump moves bytes both ways with bounded buffers. When the
  *   buffer towards one side is full we stop reading the other side, so a slow
@@ -34,6 +39,9 @@
  *   unlinked right after accept, so nothing else can ride the tunnel.
  * - Proxy credentials are secrets: the Basic header is built in a buffer
  *   wiped after sending, and messages show the proxy with its user info as "***".
+ * - OpenSSL, wslay and getaddrinfo codes stop here: the owner sees a negative
+ *   errno and one sentence (e.g. "proxy refused CONNECT: 407 Proxy
+ *   Authentication Required (proxy ...)"), and decides what to log.
  */
 
 #include <arpa/inet.h>
