@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,7 @@ static const char *const changing_properties[] = {
         "LastTrackingId", NULL,
 };
 
-/* ---- errors and privilege ---------------------------------------------- */
+/* ---- errors ------------------------------------------------------------- */
 
 /* Maps a negative errno to a named error of the API, explicitly. */
 static int bus_error_set_errno(sd_bus_error *error, int r, const char *what) {
@@ -103,62 +104,161 @@ static int bus_error_set_errno(sd_bus_error *error, int r, const char *what) {
         return sd_bus_error_setf(error, name, "%s: %s", what, strerror(-r));
 }
 
-static bool gid_is_member(gid_t gid, gid_t egid, bool have_egid, const gid_t *gids, int n_gids) {
-        if (have_egid && egid == gid)
+/* ---- privilege ---------------------------------------------------------- */
+
+/*
+ * Reprovision is for root and the DPSD_GROUP group. The bus policy says so
+ * too; checking here as well means a looser policy does not open the method.
+ *
+ * The caller's user and groups come from the bus driver's
+ * GetConnectionCredentials (UnixUserID, UnixGroupIDs), which the bus took
+ * from the socket when the caller connected: no /proc lookup, no PID race.
+ * sd_bus_query_sender_creds() is not enough here: the sd-bus of systemd 252
+ * does not take UnixGroupIDs from the bus and falls back to reading
+ * /proc/PID/status, which ProtectProc=invisible (dpsd.service) hides for
+ * other users, so every group member would be refused. The query is
+ * asynchronous: the method call is answered from its reply, and the loop
+ * never blocks on the bus. A bus that sends no group list (older than D-Bus
+ * 1.13) falls back to the user database's membership. Anything unknown
+ * denies.
+ */
+
+typedef struct PendingCall {
+        Bus *bus;
+        sd_bus_message *message;        /* the Reprovision() call, answered later */
+} PendingCall;
+
+static void pending_call_free(void *p) {
+        PendingCall *c = p;
+
+        if (!c)
+                return;
+        sd_bus_message_unref(c->message);
+        free(c);
+}
+
+static bool user_in_group_nss(uid_t uid, gid_t gid) {
+        struct passwd *pw = getpwuid(uid);
+        gid_t groups[256];
+        int n = (int) ELEMENTSOF(groups);
+
+        if (!pw)
+                return false;
+        if (pw->pw_gid == gid)
                 return true;
-        for (int k = 0; k < n_gids; k++)
-                if (gids[k] == gid)
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+                return false;   /* more than 256 groups: deny rather than guess */
+        for (int k = 0; k < n; k++)
+                if (groups[k] == gid)
                         return true;
         return false;
 }
 
-/* Reprovision is for root and the DPSD_GROUP group. The bus policy says so
- * too; checking here means a looser policy does not open the method. The
- * credentials come from the bus (GetConnectionCredentials), augmented from
- * /proc when the bus does not give them. Anything unknown denies. */
-static int bus_check_caller(sd_bus_message *message, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        const gid_t *gids = NULL;
+/* Reads GetConnectionCredentials' a{sv}. 1 = allowed, 0 = denied, <0 on a
+ * malformed reply. */
+static int caller_allowed(sd_bus_message *reply, uid_t *ret_uid) {
         struct group *g;
-        uid_t uid;
-        gid_t egid = 0;
-        bool have_egid;
-        int n_gids, r;
+        bool have_uid = false, have_groups = false, member = false;
+        uint32_t uid = 0;
+        int r;
 
-        r = sd_bus_query_sender_creds(message,
-                                      SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID |
-                                      SD_BUS_CREDS_SUPPLEMENTARY_GIDS | SD_BUS_CREDS_AUGMENT,
-                                      &creds);
-        if (r < 0)
-                return bus_error_set_errno(error, -EACCES, "Cannot determine the caller's credentials");
-
-        r = sd_bus_creds_get_euid(creds, &uid);
-        if (r < 0)
-                r = sd_bus_creds_get_uid(creds, &uid);
-        if (r < 0)
-                return bus_error_set_errno(error, -EACCES, "Cannot determine the caller's user");
-        if (uid == 0)
-                return 0;
-
-        errno = 0;
         g = getgrnam(DPSD_GROUP);
-        if (g) {
-                have_egid = sd_bus_creds_get_egid(creds, &egid) >= 0;
-                n_gids = sd_bus_creds_get_supplementary_gids(creds, &gids);
-                if (gid_is_member(g->gr_gid, egid, have_egid, gids, n_gids < 0 ? 0 : n_gids))
-                        return 0;
-        }
 
-        log_notice("Denied Reprovision() to uid %u: neither root nor in group '%s'.", (unsigned) uid, DPSD_GROUP);
-        return sd_bus_error_setf(error, BUS_ERROR_PERMISSION_DENIED,
-                                 "Reprovision is allowed to root and to members of group '%s' only.",
-                                 DPSD_GROUP);
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *key;
+
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "UnixUserID")) {
+                        r = sd_bus_message_read(reply, "v", "u", &uid);
+                        have_uid = r >= 0;
+                } else if (streq(key, "UnixGroupIDs")) {
+                        const uint32_t *gids;
+                        size_t size;
+
+                        r = sd_bus_message_enter_container(reply, 'v', "au");
+                        if (r >= 0)
+                                r = sd_bus_message_read_array(reply, 'u', (const void **) &gids, &size);
+                        if (r >= 0) {
+                                have_groups = true;
+                                for (size_t k = 0; g && k < size / sizeof(uint32_t); k++)
+                                        if (gids[k] == (uint32_t) g->gr_gid)
+                                                member = true;
+                                r = sd_bus_message_exit_container(reply);
+                        }
+                } else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+
+        if (!have_uid)
+                return 0;
+        *ret_uid = (uid_t) uid;
+        if (uid == 0)
+                return 1;
+        if (!g)
+                return 0;
+        if (!have_groups)
+                member = user_in_group_nss((uid_t) uid, g->gr_gid);
+        return member;
 }
 
 /* ---- methods ------------------------------------------------------------ */
 
+static int reply_errno(sd_bus_message *call, int r, const char *what) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+
+        bus_error_set_errno(&e, r, what);
+        return sd_bus_reply_method_error(call, &e);
+}
+
+static int on_caller_credentials(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        PendingCall *c = userdata;
+        uid_t uid = (uid_t) -1;
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL)) {
+                log_notice("Denied Reprovision() from %s: the bus did not give its credentials: %s",
+                           sd_bus_message_get_sender(c->message) ?: "unknown",
+                           sd_bus_message_get_error(reply)->message ?: "unknown error");
+                return reply_errno(c->message, -EACCES, "Cannot determine the caller's credentials");
+        }
+
+        r = caller_allowed(reply, &uid);
+        if (r < 0)
+                return reply_errno(c->message, -EACCES, "Cannot read the caller's credentials");
+        if (r == 0) {
+                log_notice("Denied Reprovision() to uid %u: neither root nor in group '%s'.",
+                           (unsigned) uid, DPSD_GROUP);
+                return sd_bus_reply_method_errorf(c->message, BUS_ERROR_PERMISSION_DENIED,
+                                                  "Reprovision is allowed to root and to members of group '%s' only.",
+                                                  DPSD_GROUP);
+        }
+
+        r = manager_reprovision(c->bus->manager);
+        if (r < 0)
+                return reply_errno(c->message, r, "Failed to start re-provisioning");
+
+        log_info("Re-provisioning requested over D-Bus by uid %u (%s)%s.", (unsigned) uid,
+                 sd_bus_message_get_sender(c->message) ?: "unknown",
+                 r > 0 ? "" : "; one is already running");
+        return sd_bus_reply_method_return(c->message, "b", r > 0);
+}
+
 static int method_reprovision(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         Bus *b = userdata;
+        PendingCall *c;
         uint64_t flags;
         int r;
 
@@ -170,18 +270,26 @@ static int method_reprovision(sd_bus_message *message, void *userdata, sd_bus_er
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_FLAGS,
                                          "Unknown flags 0x%" PRIx64 "; Reprovision() currently takes 0.", flags);
 
-        r = bus_check_caller(message, error);
-        if (r < 0)
-                return r;
+        /* The privilege check, then the work, continue in on_caller_credentials(). */
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->bus = b;
+        c->message = sd_bus_message_ref(message);
 
-        r = manager_reprovision(b->manager);
+        r = sd_bus_call_method_async(b->bus, &slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetConnectionCredentials",
+                                     on_caller_credentials, c, "s", sd_bus_message_get_sender(message));
+        if (r < 0) {
+                pending_call_free(c);
+                return bus_error_set_errno(error, r, "Cannot query the caller's credentials");
+        }
+        /* The slot owns c from now on and lives until the reply or the bus's end. */
+        (void) sd_bus_slot_set_destroy_callback(slot, pending_call_free);
+        r = sd_bus_slot_set_floating(slot, 1);
         if (r < 0)
-                return bus_error_set_errno(error, r, "Failed to start re-provisioning");
-
-        log_info("Re-provisioning requested over D-Bus by %s%s.",
-                 sd_bus_message_get_sender(message) ?: "unknown",
-                 r > 0 ? "" : "; one is already running");
-        return sd_bus_reply_method_return(message, "b", r > 0);
+                return bus_error_set_errno(error, r, "Cannot query the caller's credentials");
+        return 1;       /* answered later */
 }
 
 static const sd_bus_vtable bus_vtable[] = {
@@ -203,7 +311,7 @@ static const sd_bus_vtable bus_vtable[] = {
         SD_BUS_PROPERTY("LastError", "s", property_get_last_error, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastErrorCode", "x", property_get_last_error_code, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastTrackingId", "s", property_get_last_tracking_id, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        /* Unprivileged for sd-bus: the check is ours (bus_check_caller()),
+        /* Unprivileged for sd-bus: the check is ours (on_caller_credentials()),
          * since sd-bus's own would admit only root, not the dpsd group. */
         SD_BUS_METHOD_WITH_ARGS("Reprovision",
                                 SD_BUS_ARGS("t", flags),

@@ -45,6 +45,7 @@ HUBS = ("hub-a.azure-devices.net", "hub-b.azure-devices.net")
 USER_PLAIN = "dpsd-test-user"      # no rights: the bus policy denies Reprovision
 USER_LOOSE = "dpsd-test-loose"     # a misconfigured policy lets it call: dpsd must deny
 USER_MEMBER = "dpsd-test-member"   # in GROUP: allowed
+USER_DAEMON = "dpsd-test-daemon"   # runs dpsd unprivileged, as dpsd.service does
 
 failures = []
 procs = []
@@ -133,14 +134,14 @@ BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configur
 """
 
 
-def start_bus(tmp):
-    sock = os.path.join(tmp, "bus.sock")
-    policy = os.path.join(tmp, "org.dpsd.Provisioning1.conf")
+def start_bus(tmp, owner="root", name="bus"):
+    sock = os.path.join(tmp, name + ".sock")
+    policy = os.path.join(tmp, name + "-org.dpsd.Provisioning1.conf")
     with open(os.path.join(SOURCE, "dbus", "org.dpsd.Provisioning1.conf.in")) as f:
-        text = f.read().replace("@DPSD_USER@", "root").replace("@DPSD_GROUP@", GROUP)
+        text = f.read().replace("@DPSD_USER@", owner).replace("@DPSD_GROUP@", GROUP)
     with open(policy, "w") as f:
         f.write(text)
-    conf = os.path.join(tmp, "bus.conf")
+    conf = os.path.join(tmp, name + ".conf")
     with open(conf, "w") as f:
         f.write(BUS_CONF.format(socket=sock, policy=policy, loose=USER_LOOSE))
     p = subprocess.Popen(["dbus-daemon", "--config-file=" + conf, "--nofork", "--nosyslog", "--print-address=1"],
@@ -227,13 +228,68 @@ def registrations(sim):
     return len([e for e in sim.events("register") if e.get("registrationId") == REGID])
 
 
+def unprivileged_daemon(tmp, sim, key, dpsctl):
+    """dpsd as dpsd.service runs it: an unprivileged user that cannot see
+    other users' processes (ProtectProc=invisible, here a private /proc
+    mounted with hidepid=invisible). The group check must not depend on
+    reading the caller's /proc entry."""
+    if not shutil.which("unshare") or not shutil.which("setpriv"):
+        print("skip unprivileged dpsd: unshare or setpriv missing")
+        return
+    pw = pwd.getpwnam(USER_DAEMON)
+    d = os.path.join(tmp, "daemon")
+    os.mkdir(d, 0o700)
+    os.chown(d, pw.pw_uid, pw.pw_gid)
+    shutil.copy2(DPSD, os.path.join(tmp, "dpsd"))
+    os.chmod(os.path.join(tmp, "dpsd"), 0o755)
+    keyfile = os.path.join(d, "device.key")
+    fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, key.encode())
+    os.close(fd)
+    shutil.copy(sim.cafile, os.path.join(d, "ca.crt"))
+    with open(os.path.join(d, "dps.conf"), "w") as f:
+        f.write(f'id-scope = "{SCOPE}";\nregistration-id = "{REGID}";\nendpoint = "127.0.0.1";\n'
+                f'port = {sim.mqtt_port};\nca-file = "ca.crt";\n'
+                'attestation = { type = "symmetric-key"; key-file = "device.key"; };\n'
+                'cache-path = "cache.json";\nidentity-env-path = "identity.env";\n')
+    for f in os.listdir(d):
+        os.chown(os.path.join(d, f), pw.pw_uid, pw.pw_gid)
+
+    bus, address = start_bus(tmp, owner=USER_DAEMON, name="bus3")
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=address)
+    inner = (f"mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid={pw.pw_uid} "
+             f"--regid={pw.pw_gid} --clear-groups {os.path.join(tmp, 'dpsd')} --config {d}/dps.conf")
+    log = open(os.path.join(tmp, "dpsd.log"), "ab")
+    dpsd = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
+                            env=env, stdout=log, stderr=log)
+    procs.append(dpsd)
+    try:
+        check(wait_for(lambda: get_property(address, "State")[0] == "s", 10),
+              f"dpsd running as {USER_DAEMON} with a hidden /proc owns the name")
+        r = run([dpsctl, "wait", "--timeout", "20", "--address", address])
+        check(r.returncode == 0, "it provisions", f"rc={r.returncode} {r.stderr}")
+        before = registrations(sim)
+        r = run([dpsctl, "reprovision", "--wait", "--timeout", "20", "--address", address], user=USER_MEMBER)
+        check(r.returncode == 0 and registrations(sim) == before + 1,
+              f"it grants Reprovision to {USER_MEMBER} from the bus's credentials, not /proc",
+              f"rc={r.returncode} {r.stderr}")
+        r = run([dpsctl, "reprovision", "--wait", "--timeout", "20", "--address", address])
+        check(r.returncode == 0 and registrations(sim) == before + 2, "and to root",
+              f"rc={r.returncode} {r.stderr}")
+        r = run([dpsctl, "reprovision", "--address", address], user=USER_PLAIN)
+        check(r.returncode == 4, f"and still refuses {USER_PLAIN}", f"rc={r.returncode} {r.stderr}")
+    finally:
+        check(stop(dpsd) == 0, "the unprivileged dpsd stops with exit 0")
+        stop(bus)
+
+
 # ---- the test -------------------------------------------------------------
 
 def main():
     if os.geteuid() != 0:
         print("skip: needs root (creates test users, runs commands as them)")
         return 77
-    for tool in ("dbus-daemon", "busctl", "runuser", "useradd", "groupadd"):
+    for tool in ("dbus-daemon", "busctl", "runuser", "useradd", "groupadd", "usermod"):
         if not shutil.which(tool):
             print(f"skip: {tool} not found")
             return 77
@@ -242,6 +298,7 @@ def main():
     ensure_user(USER_PLAIN)
     ensure_user(USER_LOOSE)
     ensure_user(USER_MEMBER, groups=[GROUP])
+    ensure_user(USER_DAEMON)
 
     tmp = tempfile.mkdtemp(prefix="dpsd-bus-test-")
     os.chmod(tmp, 0o755)    # the test users reach the bus socket and dpsctl here
@@ -413,6 +470,8 @@ def main():
         stop(bus2)
         r = run([dpsctl, "status", "--address", address2])
         check(r.returncode == 69, "dpsctl status without a bus exits 69", f"rc={r.returncode} {r.stderr}")
+
+        unprivileged_daemon(tmp, sim, key, dpsctl)
     finally:
         for p in procs:
             stop(p)
