@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include <systemd/sd-journal.h>
 
 #include "dpsd-log.h"
@@ -56,6 +57,10 @@ static bool stderr_is_journal(void) {
 
         if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
                 return false;
+        /* sd_journal_sendv() reports success when journald is not there at
+         * all: check, so a message is never lost. */
+        if (access("/run/systemd/journal/socket", F_OK) < 0)
+                return false;
         if (fstat(STDERR_FILENO, &st) < 0)
                 return false;
         return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
@@ -100,8 +105,12 @@ int log_internal(int level, int error, const LogDps *dps, const char *format, ..
                         snprintf(f[n++], sizeof f[0], "DPS_TRACKING_ID=%.200s", dps->tracking_id);
                 for (size_t i = 0; i < n; i++)
                         iov[i] = (struct iovec) { .iov_base = f[i], .iov_len = strlen(f[i]) };
-                sd_journal_sendv(iov, (int) n);
-        } else {
+                if (sd_journal_sendv(iov, (int) n) >= 0)
+                        return error == 0 ? 0 : -e;
+                /* journald went away: fall back to the stream we were given */
+                use_journal = 0;
+        }
+        {
                 fprintf(stderr, "dpsd[%s]: %s", level <= LOG_ERR ? "error" :
                                 level == LOG_WARNING ? "warning" :
                                 level == LOG_NOTICE ? "notice" :

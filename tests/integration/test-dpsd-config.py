@@ -59,6 +59,28 @@ def test_check_config():
         check(rc == 2, rc)
 
 
+def test_journal_stream_without_journald():
+    """Under systemd stderr is the journal ($JOURNAL_STREAM): dpsd logs
+    natively with structured fields. Without a reachable journald it must
+    fall back to stderr rather than lose the message."""
+    if os.path.exists("/run/systemd/journal/socket"):
+        print("  journald is running here: fallback not checked")
+        return
+    with World() as w:
+        w.write("bad.conf", "id-scope = \"0ne00000A0A\";\nfoo = 1;\n")
+        errp = w.path("stderr.log")
+        with open(errp, "w") as err:
+            st = os.fstat(err.fileno())
+            e = dict(os.environ)
+            e["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+            rc = subprocess.run([DPSD, "--check-config", "--config", w.path("bad.conf")], stdout=subprocess.DEVNULL,
+                                stderr=err, env=e, timeout=10).returncode
+        check(rc == 1, rc)
+        with open(errp) as f:
+            text = f.read()
+        check("foo: unknown key" in text, text)
+
+
 def test_credentials_directory():
     with World() as w:
         sim = w.sim([w.sas_enrollment()])
@@ -111,5 +133,5 @@ def test_wrong_clock_waits():
 
 
 if __name__ == "__main__":
-    main([test_check_config, test_credentials_directory, test_wrong_ca_reported, test_wrong_host_name_reported,
+    main([test_check_config, test_journal_stream_without_journald, test_credentials_directory, test_wrong_ca_reported, test_wrong_host_name_reported,
           test_wrong_clock_waits])
