@@ -207,6 +207,21 @@ def test_ws_wrong_port_is_reported():
         stop_clean(d)
 
 
+def test_ws_server_drops():
+    """The service drops the WebSocket after the register (no close frame):
+    dpsd reports the lost connection, retries over a fresh tunnel, and the
+    torn-down tunnels leak nothing (checked by the sanitizer run)."""
+    with world() as w:
+        sim = WsSim(w, "ws-drop", [w.sas_enrollment()], args=["--set", "drop=after-register"])
+        d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port))
+        st = d.wait_status("Waiting", timeout=15)
+        check("127.0.0.1:%d" % sim.ws_port in st, st)
+        wait_for(lambda: len(sim.events("register")) >= 2, 15, "a second attempt over a new WebSocket")
+        check(all(a["listener"] == "websocket" for a in sim.events("accept")), sim.events("accept"))
+        check(not any("Provisioned" in x for x in d.notify.statuses()), d.notify.statuses())
+        stop_clean(d)
+
+
 # ---- through an HTTP proxy -----------------------------------------------------------
 
 def test_proxy_mqtt():
@@ -300,5 +315,5 @@ def test_proxy_refuses_port():
 if __name__ == "__main__":
     # no skip without tinyproxy: CI installs it (tools/packages.txt), and a
     # proxy test that silently skips proves nothing
-    main([test_ws_sas, test_ws_x509, test_ws_wrong_port_is_reported, test_proxy_mqtt, test_proxy_ws_x509,
+    main([test_ws_sas, test_ws_x509, test_ws_wrong_port_is_reported, test_ws_server_drops, test_proxy_mqtt, test_proxy_ws_x509,
           test_proxy_from_environment, test_proxy_refuses_credentials, test_proxy_refuses_port])

@@ -247,7 +247,7 @@ static void serve_handshake(sd_event *e, const char *accept_override, const void
                 peer_queue(&srv, extra, extra_len);
 }
 
-static DpsTunnel *ws_tunnel_new(sd_event *e, const char *dir) {
+static DpsTunnel *ws_tunnel_new_timeout(sd_event *e, const char *dir, uint64_t timeout_usec) {
         DpsTunnelConfig c = DPS_TUNNEL_CONFIG_INIT;
         DpsTunnel *t = NULL;
         int sv[2];
@@ -259,6 +259,7 @@ static DpsTunnel *ws_tunnel_new(sd_event *e, const char *dir) {
         c.port = 8443;
         c.websocket = true;
         c.runtime_dir = dir;
+        c.timeout_usec = timeout_usec;
         c.fd = sv[0];
         REQUIRE(dps_tunnel_new(e, &c, on_event, NULL, &t) == 0);
         peer_init(&srv, sv[1]);
@@ -266,6 +267,23 @@ static DpsTunnel *ws_tunnel_new(sd_event *e, const char *dir) {
         memset(&ev, 0, sizeof(ev));
         REQUIRE(dps_tunnel_start(t) == 0);
         return t;
+}
+
+static DpsTunnel *ws_tunnel_new(sd_event *e, const char *dir) {
+        return ws_tunnel_new_timeout(e, dir, 0);
+}
+
+static void test_ws_timeout(sd_event *e, const char *dir) {
+        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new_timeout(e, dir, 200000);
+
+        /* the server reads the upgrade request and never answers */
+        REQUIRE(RUN_UNTIL(e, head_complete(&srv)));
+        CHECK(RUN_UNTIL(e, ev.n_error == 1));
+        CHECK_INT(ev.error, -ETIMEDOUT);
+        CHECK(strstr(ev.message, "WebSocket handshake"));
+        CHECK_INT(ev.n_ready, 0);
+        CHECK(RUN_UNTIL(e, srv.eof));
+        close(srv.fd);
 }
 
 static void test_ws_framing(sd_event *e, const char *dir) {
@@ -540,6 +558,7 @@ int main(void) {
         test_ws_framing(e, dir);
         test_ws_client_hangup(e, dir);
         test_ws_bad_accept(e, dir);
+        test_ws_timeout(e, dir);
         test_ws_masked_server_frame(e, dir);
         test_proxy_connect(e, dir, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n",
                            "proxy refused CONNECT: 407 Proxy Authentication Required");
