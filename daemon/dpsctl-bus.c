@@ -16,6 +16,7 @@
 
 #include "dps-macro.h"
 #include "dpsctl.h"
+#include "dpsd-bus-config.h"
 #include "dpsd-bus.h"
 
 /*
@@ -230,9 +231,12 @@ static int bus_error_exit(const sd_bus_error *e, int r, const char *what) {
                 return dpsctl_error(EXIT_UNAVAILABLE,
                                     "dpsd is not running (%s is not on the bus); start it with "
                                     "'systemctl start dpsd'", BUS_NAME);
-        if (sd_bus_error_has_names(e, SD_BUS_ERROR_ACCESS_DENIED, BUS_ERROR_PERMISSION_DENIED))
-                return dpsctl_error(EXIT_DENIED, "%s: permission denied: %s (run as root or as a member "
-                                    "of the dpsd group)", what, e->message ?: strerror(-r));
+        /* The bus policy's refusal carries the bus's long rule dump: say it plainly. */
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
+                return dpsctl_error(EXIT_DENIED, "%s: permission denied by the bus policy: only root and "
+                                    "members of group '%s' may do this", what, DPSD_GROUP);
+        if (sd_bus_error_has_name(e, BUS_ERROR_PERMISSION_DENIED))
+                return dpsctl_error(EXIT_DENIED, "%s: permission denied: %s", what, e->message ?: e->name);
         if (sd_bus_error_is_set(e))
                 return dpsctl_error(DPSCTL_EXIT_FAILURE, "%s: %s", what, e->message ?: e->name);
         return dpsctl_error(DPSCTL_EXIT_FAILURE, "%s: %s", what, strerror(-r));
