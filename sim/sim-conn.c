@@ -20,7 +20,8 @@
 #define CONN_LINGER_USEC        (2 * 1000000ULL)        /* flushing before a close */
 #define CONN_MAX_OUT            (4u * 1024u * 1024u)    /* unsent bytes */
 #define CONN_READ_CHUNK         16384
-#define CONN_READ_BUDGET        (256u * 1024u)          /* per wakeup, then let others run */
+#define CONN_READ_BUDGET        (256u * 1024u)          /* bytes per wakeup, then let others run */
+#define CONN_PACKET_BUDGET      256u                    /* packets per wakeup, likewise */
 
 /* Edge-triggered: with a thousand busy sockets, level-triggered epoll
  * reports every unserved one again on each sd-event iteration (one source
@@ -60,7 +61,10 @@ struct SimConn {
         uint32_t io_events;
         SimBuf in;                      /* MQTT bytes received */
         SimBuf out;                     /* bytes for SSL_write */
-        uint64_t deadline;              /* CLOCK_MONOTONIC usec */
+        uint64_t deadline;              /* CLOCK_MONOTONIC usec: keep-alive, handshake or linger */
+        uint64_t armed;                 /* when the timer fires; 0: not armed */
+        unsigned packet_budget;         /* packets left in this wakeup */
+        SimBuf scratch;                 /* small packets being built */
         unsigned keep_alive;            /* seconds, 0: none */
         const char *closing;            /* close after the output drained */
         bool lingering;                 /* the linger deadline is armed */
@@ -140,6 +144,7 @@ void sim_conn_free(SimConn *c, const char *reason) {
         sim_ws_free(c->ws);
         sim_buf_done(&c->in);
         sim_buf_done(&c->out);
+        sim_buf_done(&c->scratch);
         sim_client_done(&c->client);
         free(c);
 }
@@ -187,15 +192,27 @@ static int send_bytes(SimConn *c, const SimBuf *b) {
         return 0;
 }
 
+/* Moves the deadline. The timer is only re-armed when it must fire sooner:
+ * when it fires early it finds the later deadline and re-arms then, so a
+ * stream of packets costs no timer queue work. */
+static void deadline_set(SimConn *c, uint64_t t) {
+        c->deadline = t;
+        if (c->armed && c->armed <= t)
+                return;
+        sd_event_source_set_time(c->timer, t);
+        sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+        c->armed = t;
+}
+
 static void close_later(SimConn *c, const char *reason) {
         if (!c->closing)
                 c->closing = reason;
         if (c->lingering)
                 return;
         c->lingering = true;
-        c->deadline = now_mono() + CONN_LINGER_USEC;
-        sd_event_source_set_time(c->timer, c->deadline);
-        sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+        /* The linger deadline may be later than a keep-alive one: force it. */
+        c->armed = 0;
+        deadline_set(c, now_mono() + CONN_LINGER_USEC);
 }
 
 /* ---- responses ---------------------------------------------------------- */
@@ -424,7 +441,7 @@ static int on_publish(SimConn *c, const SimMqttPacket *p) {
         _cleanup_(sim_mqtt_publish_done) SimMqttPublish m = {};
         _cleanup_(sim_reply_done) SimReply rep = { .retry_after = -1 };
         _cleanup_free_ char *rid = NULL, *op = NULL;
-        SimBuf b = {};
+        SimBuf *b = &c->scratch;
         bool is_register;
         int r;
 
@@ -436,10 +453,10 @@ static int on_publish(SimConn *c, const SimMqttPacket *p) {
                 return -EPROTO;
         }
         if (m.qos == 1) {
-                r = sim_mqtt_put_puback(&b, m.packet_id);
+                sim_buf_clear(b);
+                r = sim_mqtt_put_puback(b, m.packet_id);
                 if (r >= 0)
-                        r = send_bytes(c, &b);
-                sim_buf_done(&b);
+                        r = send_bytes(c, b);
                 if (r < 0)
                         return r;
         }
@@ -487,7 +504,7 @@ static int on_publish(SimConn *c, const SimMqttPacket *p) {
 }
 
 static int on_packet(SimConn *c, const SimMqttPacket *p) {
-        SimBuf b = {};
+        SimBuf *b = &c->scratch;
         uint16_t id;
         int r = -EPROTO;
 
@@ -520,10 +537,10 @@ static int on_packet(SimConn *c, const SimMqttPacket *p) {
         case SIM_MQTT_PINGREQ:
                 if (p->body_len != 0)
                         return -EBADMSG;
-                r = sim_mqtt_put_pingresp(&b);
+                sim_buf_clear(b);
+                r = sim_mqtt_put_pingresp(b);
                 if (r >= 0)
-                        r = send_bytes(c, &b);
-                sim_buf_done(&b);
+                        r = send_bytes(c, b);
                 break;
         case SIM_MQTT_DISCONNECT:
                 if (p->body_len != 0)
@@ -553,7 +570,7 @@ static int on_packet(SimConn *c, const SimMqttPacket *p) {
 
 /* Handles every whole packet in c->in. */
 static int process_mqtt(SimConn *c) {
-        while (!c->closing) {
+        while (!c->closing && c->packet_budget > 0) {
                 SimMqttPacket p;
                 int r = sim_mqtt_frame(sim_buf_head(&c->in), sim_buf_size(&c->in), SIM_MQTT_MAX_PACKET, &p);
                 if (r == 0)
@@ -572,11 +589,10 @@ static int process_mqtt(SimConn *c) {
                         return r;
                 }
                 sim_buf_consume(&c->in, p.total);
+                c->packet_budget--;
                 /* Any packet restarts the keep-alive clock (section 3.1.2.10). */
-                if (c->keep_alive && !c->closing) {
-                        c->deadline = now_mono() + (uint64_t) c->keep_alive * 1500000u;
-                        sd_event_source_set_time(c->timer, c->deadline);
-                }
+                if (c->keep_alive && !c->closing)
+                        deadline_set(c, now_mono() + (uint64_t) c->keep_alive * 1500000u);
         }
         return 0;
 }
@@ -600,9 +616,20 @@ static int on_resume(sd_event_source *s, void *userdata) {
 static int do_read(SimConn *c) {
         uint8_t buf[CONN_READ_CHUNK];
         size_t budget = CONN_READ_BUDGET;
+        int r;
+
+        /* Packets left over from the last turn first. */
+        c->packet_budget = CONN_PACKET_BUDGET;
+        if (c->phase == CONN_WAIT_CONNECT || c->phase == CONN_SESSION) {
+                r = process_mqtt(c);
+                if (r < 0)
+                        return r;
+                if (c->closing)
+                        close_later(c, c->closing);
+        }
         for (;;) {
-                if (budget == 0) {
-                        int r = c->resume ? sd_event_source_set_enabled(c->resume, SD_EVENT_ONESHOT)
+                if (budget == 0 || c->packet_budget == 0) {
+                        r = c->resume ? sd_event_source_set_enabled(c->resume, SD_EVENT_ONESHOT)
                                           : sd_event_add_defer(c->server->event, &c->resume, on_resume, c);
                         if (r >= 0 && c->resume)
                                 r = sd_event_source_set_enabled(c->resume, SD_EVENT_ONESHOT);
@@ -621,7 +648,6 @@ static int do_read(SimConn *c) {
                 budget = (size_t) k >= budget ? 0 : budget - (size_t) k;
                 if (c->closing)
                         continue;       /* draining; ignore */
-                int r;
                 if (c->ws) {
                         bool was = sim_ws_upgraded(c->ws);
                         r = sim_ws_feed(c->ws, buf, (size_t) k, &c->in, &c->out);
@@ -696,9 +722,9 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         SimConn *c = userdata;
         uint64_t now = now_mono();
+        c->armed = 0;
         if (now + 1000 < c->deadline) {         /* moved by later traffic */
-                sd_event_source_set_time(s, c->deadline);
-                sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                deadline_set(c, c->deadline);
                 return 0;
         }
         if (c->closing)
@@ -755,7 +781,7 @@ int sim_conn_new(SimServer *s, int fd, bool websocket, const char *peer, SimConn
                 sim_conn_free(c, "out-of-memory");
                 return r;
         }
-        c->deadline = now_mono() + CONN_HANDSHAKE_USEC;
+        c->deadline = c->armed = now_mono() + CONN_HANDSHAKE_USEC;
         r = sd_event_add_time(s->event, &c->timer, CLOCK_MONOTONIC, c->deadline, 10000, on_timer, c);
         if (r < 0) {
                 sim_conn_free(c, "out-of-memory");
