@@ -206,6 +206,8 @@ class Dpsd:
         world.dpsds.append(self)
 
     def write_conf(self, conf):
+        if isinstance(conf, dict):
+            self.world.note_identity(conf)
         with open(self.conf_path, "w") as f:
             f.write(conf if isinstance(conf, str) else lc_file(conf))
 
@@ -255,6 +257,8 @@ class World:
             args += ["--group-sas", g]
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.secrets = []
+        self.identities = set()     # (key file, registration id, group?) used by a dpsd
+        self.start = time.time()
         for s in sas:
             self.secrets.append(self.read(s + ".sas"))
         for g in groups:
@@ -326,14 +330,49 @@ class World:
             for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
                 check(marker not in out, "%s in %s" % (marker, d.log_path))
 
+    def note_identity(self, conf):
+        a = conf.get("attestation", {})
+        regid = conf.get("registration-id")
+        if a.get("type") == "symmetric-key" and regid:
+            f = a.get("group-key-file") or a.get("key-file")
+            if f and not f.startswith("credential:"):
+                self.identities.add((f, regid, "group-key-file" in a))
+
+    def signatures(self):
+        """Every SAS signature dpsd can have made during the run: the token
+        expires about an hour after signing, at a whole second."""
+        import base64
+        import hashlib
+        import hmac
+        import urllib.parse
+        out = []
+        for f, regid, group in self.identities:
+            try:
+                key = base64.b64decode(self.read(f))
+            except (OSError, ValueError):
+                continue
+            if group:
+                key = base64.b64encode(hmac.new(key, regid.encode(), hashlib.sha256).digest())
+                self.secrets.append(key.decode())
+                key = base64.b64decode(key)
+            sr = urllib.parse.quote(SCOPE + "/registrations/" + regid, safe="-_.~")
+            for se in range(int(self.start) + 3600 - 2, int(time.time()) + 3600 + 2):
+                sig = base64.b64encode(hmac.new(key, ("%s\n%d" % (sr, se)).encode(), hashlib.sha256).digest()).decode()
+                out += [sig, urllib.parse.quote(sig, safe="")]
+        return out
+
     def check_no_secrets(self):
         """Keys, derived keys, tokens and signatures never appear in any log,
         event log, cache or identity file of the run."""
+        sigs = self.signatures()
+        check(not self.identities or sigs, "no signature to look for")
         for p in self.all_logs():
             with open(p, errors="replace") as f:
                 text = f.read()
             for s in self.secrets:
                 check(s not in text, "a key appears in %s" % p)
+            for s in sigs:
+                check(s not in text, "a SAS signature appears in %s" % p)
             for marker in ("SharedAccessSignature", "sig=", "&se=", "skn=registration"):
                 check(marker not in text, "%r (a SAS token) appears in %s" % (marker, p))
         for d in self.dpsds:
