@@ -651,12 +651,8 @@ static int do_read(SimConn *c) {
                 if (c->ws) {
                         bool was = sim_ws_upgraded(c->ws);
                         r = sim_ws_feed(c->ws, buf, (size_t) k, &c->in, &c->out);
-                        if (!was && sim_ws_upgraded(c->ws)) {
+                        if (!was && sim_ws_upgraded(c->ws))
                                 c->phase = CONN_WAIT_CONNECT;
-                                json_object *o = json_object_new_object();
-                                json_object_object_add(o, "path", json_object_new_string(sim_ws_path(c->ws)));
-                                log_event(c, "upgrade", o);
-                        }
                         if (r == -EPROTO) {
                                 close_later(c, "websocket-refused");
                                 return 0;
