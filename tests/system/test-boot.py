@@ -140,16 +140,18 @@ retry = {{ min-sec = 1; max-sec = 5; }};
 """
 
 
-def dps_conf(port, key_file="/etc/dpsd/device.key", extra=""):
-    return f"""# dps.conf written by tests/system/test-boot.py
+def dps_conf(port):
+    # 127.0.0.1 rather than localhost: dps-sim listens on IPv4 only, and
+    # libmosquitto's non-blocking connect tries only the first address (::1).
+    return f"""# dps.conf written by tests/system/test-boot.py: symmetric key, individual enrollment
 endpoint = "127.0.0.1";
 port = {port};
 id-scope = "{ID_SCOPE}";
 registration-id = "{REG_ID}";
-attestation = {{ type = "symmetric-key"; key-file = "{key_file}"; }};
+attestation = {{ type = "symmetric-key"; key-file = "/etc/dpsd/device.key"; }};
 ca-file = "/etc/dpsd/dps-sim-ca.crt";
 retry = {{ min-sec = 1; max-sec = 5; }};
-{extra}"""
+"""
 
 
 # ---- dps-sim on the host ------------------------------------------------------
@@ -540,26 +542,26 @@ def main():
             return SKIP
 
     timer = Timer()
-    p = subprocess.run([os.path.join(SRC, "tools", "build-rootfs")], stdout=subprocess.PIPE, text=True, timeout=900)
+    p = subprocess.run([os.path.join(SRC, "tools", "build-rootfs")], stdout=subprocess.PIPE, text=True, timeout=600)
     if p.returncode == SKIP:
         print("SKIP: no cached root filesystem and cannot build one (tools/build-rootfs)")
         return SKIP
-    if p.returncode != 0:
-        raise Failed(f"tools/build-rootfs exited {p.returncode}")
-    cached = p.stdout.strip().splitlines()[-1]
-    with open(os.path.join(cached, ".dpsd-rootfs-complete")) as f:
-        built = dict(line.strip().split("=", 1) for line in f if "=" in line)
-    log(f"root filesystem {cached} (debootstrap took {built.get('seconds', '?')} s when it was built)")
-    timer.mark("rootfs")
-
-    builddir = install_build()
-    timer.mark("build")
-
     work = tempfile.mkdtemp(prefix="dpsd-system-")
     root = os.path.join(work, "root")
     sim = c = None
     ok = False
     try:
+        if p.returncode != 0:
+            raise Failed(f"tools/build-rootfs exited {p.returncode}")
+        cached = p.stdout.strip().splitlines()[-1]
+        with open(os.path.join(cached, ".dpsd-rootfs-complete")) as f:
+            built = dict(line.strip().split("=", 1) for line in f if "=" in line)
+        log(f"root filesystem {cached} (debootstrap took {built.get('seconds', '?')} s when it was built)")
+        timer.mark("rootfs")
+
+        builddir = install_build()
+        timer.mark("build")
+
         run(["cp", "-a", "--reflink=auto", cached, root])
 
         certs = os.path.join(work, "certs")
