@@ -25,6 +25,7 @@
  *   poll gai_error() from a backing-off timer (1 ms .. 50 ms). Numeric
  *   addresses skip it. Freeing a tunnel mid-lookup cancels the request, or
  *   waits for it when glibc cannot cancel (the only wait, and only at free).
+ *   Without glibc (musl) the lookup is a plain, blocking getaddrinfo().
  * - TLS uses the caller's SSL_CTX (its CA store and client certificate for
  *   X.509 attestation), forces peer verification, TLS 1.2+, SNI and
  *   hostname verification with SSL_set1_host().
@@ -196,7 +197,9 @@ struct DpsTunnel {
         sd_event_source *kick_source;
 
         /* resolving */
+#ifdef __GLIBC__
         struct gaicb gai;
+#endif
         struct addrinfo gai_hints;
         char *gai_node, *gai_service;
         bool gai_pending;
@@ -537,6 +540,7 @@ static int resolved(DpsTunnel *t, int e, struct addrinfo *res) {
         return stage_connect_next(t);
 }
 
+#ifdef __GLIBC__
 static int gai_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         DpsTunnel *t = userdata;
         int e, r;
@@ -563,10 +567,11 @@ static int gai_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+#endif
+
 static int stage_resolve(DpsTunnel *t) {
         struct addrinfo *res = NULL;
-        struct gaicb *list[1] = { &t->gai };
-        int e, r;
+        int e;
 
         t->stage = STAGE_RESOLVING;
         if (asprintf(&t->gai_service, "%u", target_port(t)) < 0)
@@ -583,6 +588,10 @@ static int stage_resolve(DpsTunnel *t) {
                 return resolved(t, 0, res);
 
         t->gai_hints.ai_flags = AI_NUMERICSERV;
+#ifdef __GLIBC__
+        struct gaicb *list[1] = { &t->gai };
+        int r;
+
         t->gai = (struct gaicb) { .ar_name = t->gai_node, .ar_service = t->gai_service,
                                   .ar_request = &t->gai_hints };
         e = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
@@ -596,6 +605,12 @@ static int stage_resolve(DpsTunnel *t) {
                 return r;
         (void) sd_event_source_set_description(t->gai_timer, "dps-tunnel-resolve");
         return 0;
+#else
+        /* musl has no getaddrinfo_a(): a blocking lookup (quick with
+         * /etc/hosts or a local caching resolver) */
+        e = getaddrinfo(t->gai_node, t->gai_service, &t->gai_hints, &res);
+        return resolved(t, e, e == 0 ? res : NULL);
+#endif
 }
 
 static int stage_proxy_begin(DpsTunnel *t) {
@@ -1405,6 +1420,7 @@ DpsTunnel *dps_tunnel_free(DpsTunnel *t) {
         if (!t)
                 return NULL;
         tunnel_close_all(t);
+#ifdef __GLIBC__
         if (t->gai_pending) {
                 const struct gaicb *list[1] = { &t->gai };
                 if (gai_cancel(&t->gai) == EAI_NOTCANCELED)
@@ -1413,6 +1429,7 @@ DpsTunnel *dps_tunnel_free(DpsTunnel *t) {
         }
         if (t->gai.ar_result)
                 freeaddrinfo(t->gai.ar_result);
+#endif
         if (t->addrs)
                 freeaddrinfo(t->addrs);
         free(t->gai_node);
