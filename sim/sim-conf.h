@@ -98,7 +98,6 @@ typedef struct SimEnrollment {
         SimPayload payload;
         char *payload_json;
         SimFaults faults;
-        unsigned rr_next;               /* round-robin cursor */
         unsigned line;
 } SimEnrollment;
 

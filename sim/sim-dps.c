@@ -56,6 +56,7 @@ struct SimDps {
         uint64_t reg_window, op_window;         /* start of the current minute, usec */
         unsigned regs_in_window, ops_in_window;
         uint64_t op_counter;
+        unsigned *rr_next;              /* round-robin cursor per enrollment */
         bool dirty;
 };
 
@@ -144,6 +145,11 @@ int sim_dps_new(const SimConfig *cfg, uint64_t seed, SimDps **ret) {
                 return -ENOMEM;
         d->cfg = cfg;
         d->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
+        d->rr_next = calloc(cfg->n_enrollments + 1, sizeof(unsigned));
+        if (!d->rr_next) {
+                free(d);
+                return -ENOMEM;
+        }
         *ret = d;
         return 0;
 }
@@ -156,6 +162,7 @@ SimDps *sim_dps_free(SimDps *d) {
                         n = g->next;
                         registration_free(g);
                 }
+        free(d->rr_next);
         free(d);
         return NULL;
 }
@@ -532,7 +539,7 @@ static int allocate(SimDps *d, const SimClient *c, SimRegistration *g, const cha
                         break;
                 case SIM_ALLOCATION_ROUND_ROBIN:
                 case _SIM_ALLOCATION_MAX:
-                        hub = e->hubs[((SimEnrollment *) e)->rr_next++ % e->n_hubs];
+                        hub = e->hubs[d->rr_next[e - d->cfg->enrollments]++ % e->n_hubs];
                         break;
                 }
                 if ((r = replace(&g->assigned_hub, hub)) < 0)
