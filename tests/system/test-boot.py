@@ -108,6 +108,24 @@ def install_build():
     return sub
 
 
+def prepare_root(cached, work, root):
+    """A writable copy of the cached tree at root: an overlay over it (no
+    copy; the mount lives in this process's private mount namespace, so it
+    goes away with the process however that ends), else a plain copy."""
+    os.makedirs(root)
+    if os.environ.get("DPSD_SYSTEM_MOUNTNS") == str(os.getpid()):
+        upper, wd = os.path.join(work, "upper"), os.path.join(work, "overlay-work")
+        os.makedirs(upper)
+        os.makedirs(wd)
+        p = run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={cached},upperdir={upper},workdir={wd}", root],
+                check_rc=False)
+        if p.returncode == 0:
+            return "overlay over the cached tree"
+        log(f"overlay mount failed, copying instead: {p.stdout.strip()}")
+    run(["cp", "-a", "--reflink=auto", cached + "/.", root])
+    return "copy of the cached tree"
+
+
 def passwd_ids(root, user):
     with open(os.path.join(root, "etc/passwd")) as f:
         for line in f:
@@ -536,6 +554,13 @@ def main():
     if os.geteuid() != 0:
         print("SKIP: needs root (systemd-nspawn)")
         return SKIP
+    if os.environ.get("DPSD_SYSTEM_MOUNTNS") != str(os.getpid()) and shutil.which("unshare"):
+        # Again in a private mount namespace (same pid: unshare execs without
+        # forking), so the overlay root cannot outlive the test.
+        os.environ["DPSD_SYSTEM_MOUNTNS"] = str(os.getpid())
+        sys.stdout.flush()
+        os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--",
+                              sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
     for tool in ("systemd-nspawn", "nsenter", "systemd-sysusers", "systemd-tmpfiles", "systemctl", "ldconfig"):
         if not shutil.which(tool):
             print(f"SKIP: {tool} is not installed")
@@ -562,7 +587,8 @@ def main():
         builddir = install_build()
         timer.mark("build")
 
-        run(["cp", "-a", "--reflink=auto", cached, root])
+        how = prepare_root(cached, work, root)
+        log(f"container root {root}: {how}")
 
         certs = os.path.join(work, "certs")
         run([os.path.join(SRC, "sim", "dps-sim-certs"), certs, "--sas", REG_ID, "--device", X509_ID])
@@ -630,6 +656,8 @@ WantedBy=multi-user.target
                 log(f"container halted in {took:.1f}s")
         if sim:
             sim.stop()
+        if os.path.ismount(root):
+            subprocess.run(["umount", root])
         subprocess.run(["rm", "-rf", "--one-file-system", "--", work])
         timer.mark("shutdown")
         timer.report()
