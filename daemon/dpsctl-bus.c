@@ -370,12 +370,36 @@ static int parse_args(int argc, char *argv[], unsigned allowed, BusArgs *a) {
 
 /* ---- status and show ---------------------------------------------------- */
 
-static const char *format_time(uint64_t usec, char *buf, size_t size) {
-        time_t t = (time_t) (usec / USEC_PER_SEC);
-        struct tm tm;
+static void format_span(uint64_t sec, char *buf, size_t size) {
+        if (sec < 120)
+                snprintf(buf, size, "%" PRIu64 "s", sec);
+        else if (sec < 2 * 3600)
+                snprintf(buf, size, "%" PRIu64 "min", sec / 60);
+        else if (sec < 2 * 86400)
+                snprintf(buf, size, "%" PRIu64 "h", sec / 3600);
+        else
+                snprintf(buf, size, "%" PRIu64 " days", sec / 86400);
+}
 
-        if (usec == 0 || !localtime_r(&t, &tm) || strftime(buf, size, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+/* "Thu 2026-11-26 12:03:37 UTC (5min ago)" or "(in 4s)", as timedatectl. */
+static const char *format_time(uint64_t usec, char *buf, size_t size) {
+        time_t t = (time_t) (usec / USEC_PER_SEC), now = time(NULL);
+        char span[32];
+        struct tm tm;
+        size_t n;
+
+        if (usec == 0 || !localtime_r(&t, &tm))
                 return "n/a";
+        n = strftime(buf, size, "%a %Y-%m-%d %H:%M:%S %Z", &tm);
+        if (n == 0)
+                return "n/a";
+        if (now >= t) {
+                format_span((uint64_t) (now - t), span, sizeof(span));
+                snprintf(buf + n, size - n, " (%s ago)", span);
+        } else {
+                format_span((uint64_t) (t - now), span, sizeof(span));
+                snprintf(buf + n, size - n, " (in %s)", span);
+        }
         return buf;
 }
 
