@@ -2,13 +2,11 @@
 /* sim-dps.c: the simulated DPS: enrollments, authentication, allocation, operations, throttling, faults */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include <json-c/json.h>
@@ -18,40 +16,12 @@
 #include "dps-util.h"
 #include "sim-auth.h"
 #include "sim-dps.h"
+#include "sim-registry.h"
 
-#define BUCKETS 4096u
-/* Operations a device may still poll: a device that registers again from
- * another connection does not make the first one's operation vanish. */
-#define OPS_KEPT 8u
-
-typedef struct SimOperation {
-        char *id;
-        int polls_left;                 /* "assigning" answers still due */
-} SimOperation;
-
-typedef struct SimRegistration {
-        struct SimRegistration *next;
-        char *key;                      /* lower-cased registration id */
-        char *registration_id;
-        const SimEnrollment *enrollment;
-        /* the registration state, as the last final answer had it */
-        DpsStatus status;
-        char *assigned_hub, *device_id, *substatus, *created, *updated, *etag, *payload;
-        int64_t error_code;
-        char *error_message;
-        unsigned generation;
-        /* fault and throttle bookkeeping */
-        unsigned requests;              /* register + poll requests, for fail-first */
-        uint64_t poll_window;           /* start of the 10 s poll window, usec */
-        unsigned polls_in_window;
-        /* recent operations, newest at ops[(ops_next - 1) % OPS_KEPT] */
-        SimOperation ops[OPS_KEPT];
-        unsigned ops_next;
-} SimRegistration;
 
 struct SimDps {
         const SimConfig *cfg;
-        SimRegistration *buckets[BUCKETS];
+        SimRegistry *registry;
         uint64_t rng;
         uint64_t reg_window, op_window;         /* start of the current minute, usec */
         unsigned regs_in_window, ops_in_window;
@@ -78,12 +48,6 @@ static double rng_unit(SimDps *d) {
         return (double) (rng_next(d) >> 11) / (double) (1ULL << 53);
 }
 
-static uint32_t hash_str(const char *s) {
-        uint32_t h = 2166136261u;       /* FNV-1a */
-        for (; *s; s++)
-                h = (h ^ (uint8_t) *s) * 16777619u;
-        return h;
-}
 
 static char *utc_now(void) {
         struct timespec ts;
@@ -123,83 +87,32 @@ void sim_reply_done(SimReply *r) {
         *r = (SimReply) { .retry_after = -1 };
 }
 
-static void registration_free(SimRegistration *g) {
-        free(g->key);
-        free(g->registration_id);
-        free(g->assigned_hub);
-        free(g->device_id);
-        free(g->substatus);
-        free(g->created);
-        free(g->updated);
-        free(g->etag);
-        free(g->payload);
-        free(g->error_message);
-        for (unsigned i = 0; i < OPS_KEPT; i++)
-                free(g->ops[i].id);
-        free(g);
-}
-
-int sim_dps_new(const SimConfig *cfg, uint64_t seed, SimDps **ret) {
-        SimDps *d = calloc(1, sizeof *d);
-        if (!d)
-                return -ENOMEM;
-        d->cfg = cfg;
-        d->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
-        d->rr_next = calloc(cfg->n_enrollments + 1, sizeof(unsigned));
-        if (!d->rr_next) {
-                free(d);
-                return -ENOMEM;
-        }
-        *ret = d;
-        return 0;
-}
 
 SimDps *sim_dps_free(SimDps *d) {
         if (!d)
                 return NULL;
-        for (unsigned i = 0; i < BUCKETS; i++)
-                for (SimRegistration *g = d->buckets[i], *n; g; g = n) {
-                        n = g->next;
-                        registration_free(g);
-                }
+        sim_registry_free(d->registry);
         free(d->rr_next);
         free(d);
         return NULL;
 }
 
-static char *lowercase(const char *s) {
-        char *k = strdup(s);
-        if (k)
-                for (char *p = k; *p; p++)
-                        *p = (char) tolower((unsigned char) *p);
-        return k;
+DEFINE_TRIVIAL_CLEANUP_FUNC(SimDps *, sim_dps_free);
+
+int sim_dps_new(const SimConfig *cfg, uint64_t seed, SimDps **ret) {
+        _cleanup_(sim_dps_freep) SimDps *d = calloc(1, sizeof *d);
+        if (!d)
+                return -ENOMEM;
+        d->cfg = cfg;
+        d->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
+        d->rr_next = calloc(cfg->n_enrollments + 1, sizeof(unsigned));
+        if (!d->rr_next || sim_registry_new(&d->registry) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(d);
+        return 0;
 }
 
-/* Registration ids are case-insensitive: one record per lower-cased id. */
-static SimRegistration *registration_get(SimDps *d, const char *registration_id, bool create) {
-        _cleanup_free_ char *key = lowercase(registration_id);
-        if (!key)
-                return NULL;
-        uint32_t b = hash_str(key) % BUCKETS;
-        for (SimRegistration *g = d->buckets[b]; g; g = g->next)
-                if (streq(g->key, key))
-                        return g;
-        if (!create)
-                return NULL;
-        SimRegistration *g = calloc(1, sizeof *g);
-        if (!g)
-                return NULL;
-        g->key = TAKE_PTR(key);
-        g->registration_id = strdup(registration_id);
-        if (!g->registration_id) {
-                registration_free(g);
-                return NULL;
-        }
-        g->status = DPS_STATUS_UNASSIGNED;
-        g->next = d->buckets[b];
-        d->buckets[b] = g;
-        return g;
-}
+
 
 /* ---- CONNECT ------------------------------------------------------------ */
 
@@ -479,14 +392,6 @@ static bool hub_in(const SimEnrollment *e, const char *hub) {
         return false;
 }
 
-static int replace(char **p, const char *v) {
-        char *n = NULL;
-        if (v && !(n = strdup(v)))
-                return -ENOMEM;
-        free(*p);
-        *p = n;
-        return 0;
-}
 
 /* Decides the final state of the new operation, as DPS would once the
  * allocation ran: assigned (same hub and device id as before when the hub
@@ -498,22 +403,21 @@ static int allocate(SimDps *d, const SimClient *c, SimRegistration *g, const cha
 
         if (!now)
                 return -ENOMEM;
-        g->enrollment = e;
         g->generation++;
-        if (asprintf(&etag, "\"%08x-%04x\"", hash_str(g->key), g->generation & 0xffff) < 0)
+        if (asprintf(&etag, "\"%08x-%04x\"", sim_hash(g->key), g->generation & 0xffff) < 0)
                 return -ENOMEM;
-        if (!g->created && (r = replace(&g->created, now)) < 0)
+        if (!g->created && (r = sim_strset(&g->created, now)) < 0)
                 return r;
-        if ((r = replace(&g->updated, now)) < 0 || (r = replace(&g->etag, etag)) < 0)
+        if ((r = sim_strset(&g->updated, now)) < 0 || (r = sim_strset(&g->etag, etag)) < 0)
                 return r;
         g->error_code = 0;
-        if ((r = replace(&g->error_message, NULL)) < 0)
+        if ((r = sim_strset(&g->error_message, NULL)) < 0)
                 return r;
 
         if (!e->enabled || c->faults.final_status == SIM_FINAL_DISABLED) {
                 g->status = DPS_STATUS_DISABLED;
                 /* A disabled device keeps no assignment in the answer. */
-                if ((r = replace(&g->substatus, NULL)) < 0)
+                if ((r = sim_strset(&g->substatus, NULL)) < 0)
                         return r;
                 d->dirty = true;
                 return 0;
@@ -521,10 +425,10 @@ static int allocate(SimDps *d, const SimClient *c, SimRegistration *g, const cha
         if (c->faults.final_status == SIM_FINAL_FAILED) {
                 g->status = DPS_STATUS_FAILED;
                 g->error_code = c->faults.error_code ? c->faults.error_code : 400209;
-                r = replace(&g->error_message, "Custom allocation failed (injected by dps-sim)");
+                r = sim_strset(&g->error_message, "Custom allocation failed (injected by dps-sim)");
                 if (r < 0)
                         return r;
-                return replace(&g->substatus, NULL);
+                return sim_strset(&g->substatus, NULL);
         }
 
         const char *substatus = "initialAssignment";
@@ -535,32 +439,32 @@ static int allocate(SimDps *d, const SimClient *c, SimRegistration *g, const cha
                         substatus = "deviceDataMigrated";
                 switch (e->allocation) {
                 case SIM_ALLOCATION_HASHED:
-                        hub = e->hubs[hash_str(g->key) % e->n_hubs];
+                        hub = e->hubs[sim_hash(g->key) % e->n_hubs];
                         break;
                 case SIM_ALLOCATION_ROUND_ROBIN:
                 case _SIM_ALLOCATION_MAX:
                         hub = e->hubs[d->rr_next[e - d->cfg->enrollments]++ % e->n_hubs];
                         break;
                 }
-                if ((r = replace(&g->assigned_hub, hub)) < 0)
+                if ((r = sim_strset(&g->assigned_hub, hub)) < 0)
                         return r;
                 const char *device_id = e->registration_id && e->device_id ? e->device_id : g->registration_id;
-                if ((r = replace(&g->device_id, device_id)) < 0)
+                if ((r = sim_strset(&g->device_id, device_id)) < 0)
                         return r;
         } else if (g->substatus && !streq(g->substatus, "initialAssignment"))
                 substatus = g->substatus;
-        if ((r = replace(&g->substatus, substatus)) < 0)
+        if ((r = sim_strset(&g->substatus, substatus)) < 0)
                 return r;
 
         switch (e->payload) {
         case SIM_PAYLOAD_NONE:
-                r = replace(&g->payload, NULL);
+                r = sim_strset(&g->payload, NULL);
                 break;
         case SIM_PAYLOAD_ECHO:
-                r = replace(&g->payload, device_payload);
+                r = sim_strset(&g->payload, device_payload);
                 break;
         case SIM_PAYLOAD_JSON:
-                r = replace(&g->payload, e->payload_json);
+                r = sim_strset(&g->payload, e->payload_json);
                 break;
         case _SIM_PAYLOAD_MAX:
                 r = 0;
@@ -653,9 +557,9 @@ static int new_operation(SimDps *d, SimRegistration *g, SimOperation **ret) {
         if (!u)
                 return -ENOMEM;
         /* Shaped like DPS's: "5.71cf7e385566aa10.4469ed4c-dc19-4af8-8b36-9ef6396ac1b3" */
-        if (asprintf(&id, "4.%016" PRIx64 ".%s", ++d->op_counter ^ (uint64_t) hash_str(g->key) << 32, u) < 0)
+        if (asprintf(&id, "4.%016" PRIx64 ".%s", ++d->op_counter ^ (uint64_t) sim_hash(g->key) << 32, u) < 0)
                 return -ENOMEM;
-        SimOperation *op = &g->ops[g->ops_next++ % OPS_KEPT];
+        SimOperation *op = &g->ops[g->ops_next++ % SIM_OPS_KEPT];
         free(op->id);
         *op = (SimOperation) { .id = id };
         *ret = op;
@@ -663,7 +567,7 @@ static int new_operation(SimDps *d, SimRegistration *g, SimOperation **ret) {
 }
 
 static SimOperation *find_operation(SimRegistration *g, const char *id) {
-        for (unsigned i = 0; id && i < OPS_KEPT; i++)
+        for (unsigned i = 0; id && i < SIM_OPS_KEPT; i++)
                 if (g->ops[i].id && streq(g->ops[i].id, id))
                         return &g->ops[i];
         return NULL;
@@ -710,7 +614,7 @@ int sim_dps_register(SimDps *d, SimClient *c, const void *body, size_t len, SimR
         int r;
 
         if (c->authorized) {
-                g = registration_get(d, c->registration_id, true);
+                g = sim_registry_get(d->registry, c->registration_id, true);
                 if (!g)
                         return -ENOMEM;
         }
@@ -751,7 +655,7 @@ int sim_dps_poll(SimDps *d, SimClient *c, const char *operation_id, SimReply *re
         int r;
 
         if (c->authorized) {
-                g = registration_get(d, c->registration_id, true);
+                g = sim_registry_get(d->registry, c->registration_id, true);
                 if (!g)
                         return -ENOMEM;
         }
@@ -781,143 +685,17 @@ bool sim_dps_state_dirty(const SimDps *d) {
         return d->dirty;
 }
 
-static void add_str(json_object *o, const char *k, const char *v) {
-        if (v)
-                json_object_object_add(o, k, json_object_new_string(v));
-}
-
 int sim_dps_save_state(SimDps *d) {
-        const char *path = d->cfg->state_file;
-        _cleanup_free_ char *tmp = NULL;
-        json_object *root, *list;
-        int fd, r = 0;
-
-        if (!path) {
-                d->dirty = false;
-                return 0;
-        }
-        root = json_object_new_object();
-        list = json_object_new_array();
-        if (!root || !list) {
-                json_object_put(root);
-                json_object_put(list);
-                return -ENOMEM;
-        }
-        json_object_object_add(root, "version", json_object_new_int(1));
-        json_object_object_add(root, "idScope", json_object_new_string(d->cfg->id_scope));
-        json_object_object_add(root, "registrations", list);
-        for (unsigned i = 0; i < BUCKETS; i++)
-                for (SimRegistration *g = d->buckets[i]; g; g = g->next) {
-                        if (g->status != DPS_STATUS_ASSIGNED)
-                                continue;
-                        json_object *o = json_object_new_object();
-                        add_str(o, "registrationId", g->registration_id);
-                        add_str(o, "assignedHub", g->assigned_hub);
-                        add_str(o, "deviceId", g->device_id);
-                        add_str(o, "substatus", g->substatus);
-                        add_str(o, "createdDateTimeUtc", g->created);
-                        add_str(o, "lastUpdatedDateTimeUtc", g->updated);
-                        add_str(o, "etag", g->etag);
-                        add_str(o, "payload", g->payload);
-                        json_object_object_add(o, "generation", json_object_new_int64(g->generation));
-                        json_object_array_add(list, o);
-                }
-        const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (asprintf(&tmp, "%s.tmp.%d", path, (int) getpid()) < 0) {
-                json_object_put(root);
-                return -ENOMEM;
-        }
-        /* temp file in the same directory, fsync, rename */
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-                r = -errno;
-        else {
-                size_t n = strlen(s), off = 0;
-                while (off < n) {
-                        ssize_t k = write(fd, s + off, n - off);
-                        if (k < 0) {
-                                r = -errno;
-                                break;
-                        }
-                        off += (size_t) k;
-                }
-                if (r == 0 && (write(fd, "\n", 1) != 1 || fsync(fd) < 0))
-                        r = -errno;
-                close(fd);
-                if (r == 0 && rename(tmp, path) < 0)
-                        r = -errno;
-                if (r < 0)
-                        unlink(tmp);
-                else {
-                        /* fsync the directory so the rename itself is durable */
-                        _cleanup_free_ char *dir = strdup(path);
-                        char *slash = dir ? strrchr(dir, '/') : NULL;
-                        if (slash)
-                                *(slash == dir ? slash + 1 : slash) = 0;
-                        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                        if (dfd >= 0) {
-                                (void) fsync(dfd);
-                                close(dfd);
-                        }
-                }
-        }
-        json_object_put(root);
-        if (r == 0)
+        int r = 0;
+        if (d->cfg->state_file)
+                r = sim_registry_save(d->registry, d->cfg->state_file, d->cfg->id_scope);
+        if (r >= 0)
                 d->dirty = false;
         return r;
-}
-
-static const char *get_str(json_object *o, const char *k) {
-        json_object *v;
-        if (json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
-                return json_object_get_string(v);
-        return NULL;
 }
 
 int sim_dps_load_state(SimDps *d) {
-        const char *path = d->cfg->state_file;
-        if (!path)
+        if (!d->cfg->state_file)
                 return 0;
-        if (access(path, F_OK) < 0)
-                return errno == ENOENT ? 0 : -errno;
-        json_object *root = json_object_from_file(path);
-        if (!root)
-                return -EBADMSG;
-        json_object *list, *v;
-        int r = 0;
-        if (!json_object_object_get_ex(root, "version", &v) || json_object_get_int(v) != 1 ||
-            !json_object_object_get_ex(root, "registrations", &list) || !json_object_is_type(list, json_type_array)) {
-                json_object_put(root);
-                return -EBADMSG;
-        }
-        const char *scope = get_str(root, "idScope");
-        if (!scope || strcasecmp(scope, d->cfg->id_scope) != 0) {
-                /* Another DPS's state: not ours to serve. */
-                json_object_put(root);
-                return -ESTALE;
-        }
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-                json_object *o = json_object_array_get_idx(list, i);
-                const char *id = get_str(o, "registrationId");
-                if (!id || !get_str(o, "assignedHub") || !get_str(o, "deviceId"))
-                        continue;
-                SimRegistration *g = registration_get(d, id, true);
-                if (!g) {
-                        r = -ENOMEM;
-                        break;
-                }
-                if ((r = replace(&g->assigned_hub, get_str(o, "assignedHub"))) < 0 ||
-                    (r = replace(&g->device_id, get_str(o, "deviceId"))) < 0 ||
-                    (r = replace(&g->substatus, get_str(o, "substatus"))) < 0 ||
-                    (r = replace(&g->created, get_str(o, "createdDateTimeUtc"))) < 0 ||
-                    (r = replace(&g->updated, get_str(o, "lastUpdatedDateTimeUtc"))) < 0 ||
-                    (r = replace(&g->etag, get_str(o, "etag"))) < 0 ||
-                    (r = replace(&g->payload, get_str(o, "payload"))) < 0)
-                        break;
-                if (json_object_object_get_ex(o, "generation", &v))
-                        g->generation = (unsigned) json_object_get_int64(v);
-                g->status = DPS_STATUS_ASSIGNED;
-        }
-        json_object_put(root);
-        return r;
+        return sim_registry_load(d->registry, d->cfg->state_file, d->cfg->id_scope);
 }
