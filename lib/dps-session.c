@@ -142,6 +142,10 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 }
 
 static void session_destroy(DpsSession *s) {
+        /* A DISCONNECT asked for from inside a handler is still queued: give
+         * it one non-blocking write ("4. DISCONNECT"), then close. */
+        if (s->mosq && s->closing && !s->tunnel && mosquitto_socket(s->mosq) >= 0)
+                (void) mosquitto_loop_write(s->mosq, 1);
         s->io = sd_event_source_disable_unref(s->io);
         s->misc = sd_event_source_disable_unref(s->misc);
         s->tunnel = dps_tunnel_free(s->tunnel);

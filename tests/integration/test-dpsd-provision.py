@@ -44,8 +44,9 @@ def test_individual_sas():
         check(len(polls) >= 1, polls)
         rids = [e["rid"] for e in regs + polls]
         check(len(set(rids)) == len(rids), "a $rid was reused: %r" % rids)
-        # a provisioned daemon holds no connection
-        wait_for(lambda: sim.events("close"), 3, "dpsd to close its connection")
+        # a provisioned daemon holds no connection, and it said goodbye ("4. DISCONNECT")
+        closes = wait_for(lambda: sim.events("close"), 3, "dpsd to close its connection")
+        check(closes[0]["reason"] == "disconnect", closes)
 
         check(d.stop() == 0, "dpsd did not exit 0 on SIGTERM")
         check("STOPPING=1" in d.notify.lines(), d.notify.lines())
