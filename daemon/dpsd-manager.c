@@ -71,6 +71,9 @@ struct Manager {
         sd_event_source *timer;           /* retry / poll / re-send delay */
         sd_event_source *step_timeout;    /* connect or response timeout */
         sd_event_source *clock_watch;     /* timerfd on CLOCK_REALTIME, cancelled on clock set */
+        sd_event_source *write_retry;     /* the cache or identity.env could not be written: try again */
+        unsigned write_failures;
+        bool cache_dirty, identity_env_dirty, write_error_shown;
         int clock_fd;
 };
 
@@ -191,24 +194,101 @@ sd_event *manager_get_event(Manager *m) {
 
 /* ---- persistence ------------------------------------------------------------ */
 
-static void persist(Manager *m) {
-        CacheData d = {
-                .fingerprint = m->fingerprint,
-                .registration_id = m->config->registration_id,
-                .assigned_hub = m->assigned_hub,
-                .device_id = m->device_id,
-                .substatus = m->substatus,
-                .payload = m->payload,
-                .tracking_id = m->last_tracking_id,
-                .provisioned_usec = m->last_provisioned_usec,
-                .attempts = m->attempts,
-                .next_attempt_usec = m->next_attempt_usec,
-        };
-        int r;
+static int arm(Manager *m, sd_event_source **s, uint64_t delay_usec, sd_event_time_handler_t cb, const char *desc);
+static void notify(Manager *m, bool provisioned);
+static void write_state(Manager *m);
 
-        r = cache_save(m->config->cache_path, &d);
-        if (r < 0)
-                log_warning_errno(r, "Failed to write the cache %s, continuing without: %m", m->config->cache_path);
+static int write_retry_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        m->write_retry = sd_event_source_disable_unref(m->write_retry);
+        write_state(m);
+        return 0;
+}
+
+/* Writes what is dirty: the cache, and identity.env when provisioned. A full
+ * or read-only state directory must not lose the identity: it stays in
+ * memory, LastError says why, and the write is tried again with the retry
+ * back-off (retry.min-sec doubling up to retry.max-sec) until it succeeds. */
+static void write_state(Manager *m) {
+        int r = 0;
+        const char *path = NULL;
+
+        if (m->cache_dirty) {
+                CacheData d = {
+                        .fingerprint = m->fingerprint,
+                        .registration_id = m->config->registration_id,
+                        .assigned_hub = m->assigned_hub,
+                        .device_id = m->device_id,
+                        .substatus = m->substatus,
+                        .payload = m->payload,
+                        .tracking_id = m->last_tracking_id,
+                        .provisioned_usec = m->last_provisioned_usec,
+                        .attempts = m->attempts,
+                        .next_attempt_usec = m->next_attempt_usec,
+                };
+
+                path = m->config->cache_path;
+                r = cache_save(path, &d);
+                if (r >= 0)
+                        m->cache_dirty = false;
+        }
+        if (m->identity_env_dirty) {
+                int k = 0;
+
+                if (m->assigned_hub)
+                        k = identity_env_write(m->config->identity_env_path, m->assigned_hub, m->device_id);
+                if (k == -EINVAL) {
+                        /* characters a shell could misread: retrying cannot help */
+                        log_error_errno(k, "Refusing to write %s: the assigned hub or device id holds control characters or quotes.",
+                                        m->config->identity_env_path);
+                        k = 0;
+                }
+                if (k >= 0)
+                        m->identity_env_dirty = false;
+                else if (r >= 0) {
+                        r = k;
+                        path = m->config->identity_env_path;
+                }
+        }
+
+        if (r >= 0) {
+                m->write_retry = sd_event_source_disable_unref(m->write_retry);
+                if (m->write_failures > 0)
+                        log_notice("Wrote the state to disk again after %u failed attempts.", m->write_failures);
+                m->write_failures = 0;
+                if (m->write_error_shown) {
+                        m->write_error_shown = false;
+                        /* unless a newer error replaced ours */
+                        if (m->last_error && strncmp(m->last_error, "cannot write ", 13) == 0) {
+                                m->last_error = mfree_str(m->last_error);
+                                m->last_error_code = 0;
+                                notify(m, false);
+                        }
+                }
+                return;
+        }
+
+        uint64_t delay = m->config->retry_min_usec ?: USEC_PER_SEC;
+        for (unsigned i = 0; i < m->write_failures && delay < m->config->retry_max_usec; i++)
+                delay *= 2;
+        if (delay > m->config->retry_max_usec)
+                delay = m->config->retry_max_usec;
+        if (delay < USEC_PER_SEC)
+                delay = USEC_PER_SEC;
+        m->write_failures++;
+        log_warning_errno(r, "Failed to write %s, keeping the state in memory and trying again in %.0f s: %m",
+                          path, (double) delay / USEC_PER_SEC);
+        set_error(m, "cannot write %s: %s", path, strerror(-r));
+        m->last_error_code = r;
+        m->write_error_shown = true;
+        notify(m, false);
+        (void) arm(m, &m->write_retry, delay, write_retry_handler, "write-retry");
+}
+
+static void persist(Manager *m) {
+        m->cache_dirty = true;
+        write_state(m);
 }
 
 /* ---- timers ----------------------------------------------------------------- */
@@ -658,12 +738,12 @@ static void provisioned(Manager *m, const char *source) {
                 m->attempts = 0;
                 m->last_error = mfree_str(m->last_error);
                 m->last_error_code = 0;
-                persist(m);
+                m->cache_dirty = true;
         }
 
-        r = identity_env_write(m->config->identity_env_path, m->assigned_hub, m->device_id);
-        if (r < 0)
-                log_warning_errno(r, "Failed to write %s: %m", m->config->identity_env_path);
+        /* before the state change: whoever sees "provisioned" finds the files */
+        m->identity_env_dirty = true;
+        write_state(m);
 
         if (!m->trim) {
                 r = sd_event_add_defer(m->event, &m->trim, trim_handler, NULL);
@@ -913,6 +993,7 @@ Manager *manager_free(Manager *m) {
         stop_timers(m);
         m->clock_watch = sd_event_source_disable_unref(m->clock_watch);
         m->notify_defer = sd_event_source_disable_unref(m->notify_defer);
+        m->write_retry = sd_event_source_disable_unref(m->write_retry);
         m->trim = sd_event_source_disable_unref(m->trim);
         if (m->clock_fd >= 0)
                 close(m->clock_fd);
@@ -954,6 +1035,15 @@ int manager_start(Manager *m) {
         const char *path = m->config->cache_path;
         uint64_t now = now_usec(CLOCK_REALTIME);
         int r;
+
+        /* A SIGKILL or power cut between creating and renaming a temp file
+         * leaves it behind: over years of unclean shutdowns they would pile up. */
+        for (unsigned i = 0; i < 2; i++) {
+                const char *p = i == 0 ? path : m->config->identity_env_path;
+                int k = remove_stale_temp_files(p);
+                if (k > 0)
+                        log_info("Removed %d temporary file(s) left next to %s by an interrupted write.", k, p);
+        }
 
         r = cache_load(path, &d);
         if (r == -ENOENT)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* dpsd-util.c: small file, time and hashing helpers used across dpsd */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -136,6 +137,25 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 fail:
         (void) unlink(tmp);
         return r;
+}
+
+int remove_stale_temp_files(const char *path) {
+        _cleanup_free_ char *dcopy = strdup(path), *bcopy = strdup(path), *prefix = NULL;
+        DIR *d;
+        struct dirent *de;
+        int n = 0;
+
+        if (!dcopy || !bcopy || asprintf(&prefix, "%s.tmp-", basename(bcopy)) < 0)
+                return -ENOMEM;
+        d = opendir(dirname(dcopy));
+        if (!d)
+                return errno == ENOENT ? 0 : negative_errno();
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, prefix, strlen(prefix)) == 0 &&
+                    unlinkat(dirfd(d), de->d_name, 0) >= 0)
+                        n++;
+        closedir(d);
+        return n;
 }
 
 int sha256_hex(const void *data, size_t len, char **ret) {

@@ -22,6 +22,11 @@ int read_file_full(const char *path, size_t max, char **ret, size_t *ret_len);
  * missing. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
+/* Removes the temp files write_file_atomic() leaves behind when the process
+ * is killed between creating and renaming them ("PATH.tmp-*"): call once at
+ * start, before anything writes path. Returns how many were removed. */
+int remove_stale_temp_files(const char *path);
+
 /* Lowercase hex SHA-256 of data. */
 int sha256_hex(const void *data, size_t len, char **ret);
 
