@@ -93,6 +93,7 @@ SimFaults sim_faults_merge(const SimFaults *base, const SimFaults *over) {
         if (s & SIM_FAULT_DELAY_MS) f.delay_ms = over->delay_ms;
         if (s & SIM_FAULT_SILENT) f.silent = over->silent;
         if (s & SIM_FAULT_BODY) f.body = over->body;
+        if (s & SIM_FAULT_AUTH_FAILURE) f.auth_failure = over->auth_failure;
         f.set |= s;
         return f;
 }
@@ -108,7 +109,7 @@ static int parse_int(const char *v, long long min, long long max, long long *ret
 }
 
 #define FAULT_KEYS "assigning-polls, retry-after, final-status, error-code, fail-first, fail-status, " \
-        "fail-probability, drop, drop-after-packets, delay-ms, silent, body"
+        "fail-probability, drop, drop-after-packets, delay-ms, silent, body, auth-failure"
 
 /* Applies one fault key from its textual value; where names the place for
  * the error message ("file:line" or "--set"). */
@@ -183,6 +184,15 @@ static int faults_apply(SimFaults *f, const char *key, const char *v, const char
                         return fail(ret_error, "%s: body: '%s' is not valid; use \"normal\", \"malformed\" or \"oversized\"", where, v);
                 f->body = (SimBody) i;
                 f->set |= SIM_FAULT_BODY;
+        } else if (streq(key, "auth-failure")) {
+                if (streq(v, "register"))
+                        f->auth_failure = SIM_AUTH_FAILURE_REGISTER;
+                else if (streq(v, "connack"))
+                        f->auth_failure = SIM_AUTH_FAILURE_CONNACK;
+                else
+                        return fail(ret_error, "%s: auth-failure: '%s' is not valid; use \"register\" (401 at register, "
+                                    "as DPS does) or \"connack\" (CONNACK 5)", where, v);
+                f->set |= SIM_FAULT_AUTH_FAILURE;
         } else
                 return fail(ret_error, "%s: unknown fault key '%s'; valid keys: " FAULT_KEYS, where, key);
         return 0;

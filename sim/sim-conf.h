@@ -24,6 +24,14 @@ typedef enum SimDrop {
         _SIM_DROP_MAX,
 } SimDrop;
 
+/* Where wrong credentials are refused: DPS answers the register with 401;
+ * "connack" refuses the CONNECT with return code 5 instead. */
+typedef enum SimAuthFailure {
+        SIM_AUTH_FAILURE_REGISTER,
+        SIM_AUTH_FAILURE_CONNACK,
+        _SIM_AUTH_FAILURE_MAX,
+} SimAuthFailure;
+
 typedef enum SimBody {
         SIM_BODY_NORMAL,
         SIM_BODY_MALFORMED,
@@ -46,6 +54,7 @@ enum {
         SIM_FAULT_DELAY_MS           = 1 << 9,
         SIM_FAULT_SILENT             = 1 << 10,
         SIM_FAULT_BODY               = 1 << 11,
+        SIM_FAULT_AUTH_FAILURE       = 1 << 12,
 };
 
 typedef struct SimFaults {
@@ -62,6 +71,7 @@ typedef struct SimFaults {
         int delay_ms;
         bool silent;
         SimBody body;
+        SimAuthFailure auth_failure;
 } SimFaults;
 
 typedef enum SimAttestation {

@@ -255,6 +255,8 @@ int sim_dps_connect(SimDps *d, const SimConnectRequest *req, SimClient *ret_clie
 done:
         if (c.enrollment)
                 c.faults = sim_faults_merge(&d->cfg->defaults, &c.enrollment->faults);
+        if (*ret_code == 0 && !c.authorized && c.faults.auth_failure == SIM_AUTH_FAILURE_CONNACK)
+                *ret_code = 5;          /* refused at CONNECT, on request */
         *ret_client = c;
         c = (SimClient) {};
         return 0;

@@ -34,8 +34,9 @@ typedef struct SimConnectRequest {
 
 /* Decides the CONNACK return code. Like DPS, wrong credentials (bad key,
  * expired token, other scope, wrong certificate) are accepted at CONNECT and
- * refused with 401 at register; a ClientId that is no registration id gets
- * 2, an unparseable username or password 4, no credentials at all 5. */
+ * refused with 401 at register (fault auth-failure "connack": CONNACK 5
+ * instead); a ClientId that is no registration id gets 2, an unparseable
+ * username or password 4, no credentials at all 5. */
 int sim_dps_connect(SimDps *d, const SimConnectRequest *req, SimClient *ret_client, uint8_t *ret_code);
 
 typedef struct SimReply {

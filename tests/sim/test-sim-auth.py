@@ -52,6 +52,21 @@ def test_bad_sas_credentials_refused_with_401():
         c.disconnect()
 
 
+def test_auth_failure_connack_mode():
+    key = random_key()
+    with Sim(enrollments=[sas_enrollment("dev-a", key)], sets=["auth-failure=connack"]) as sim:
+        for token in (sas_token(SCOPE, "dev-a", random_key()), sas_token(SCOPE, "dev-a", key, expiry=int(time.time()) - 5)):
+            c = sim.client()
+            assert c.connect("dev-a", username=dps_username(SCOPE, "dev-a"), password=token) == 5
+            assert c.wait_closed(3)
+        c = sim.client()        # an unknown device is refused the same way
+        assert c.connect("dev-z", username=dps_username(SCOPE, "dev-z"), password=sas_token(SCOPE, "dev-z", key)) == 5
+        c.close()
+        c = sim.sas_client("dev-a", key)
+        assert provision(c, sleep=False)[-1][2]["status"] == "assigned"
+        c.disconnect()
+
+
 def test_bad_x509_refused_with_401():
     sim = Sim(devices=["dev-x", "dev-y", "grp-1"],
               enrollments=[x509_enrollment("dev-x", "dev-x.crt"), x509_group_enrollment("g", "ca.crt")])
