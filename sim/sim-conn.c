@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* sim-conn.c: one dps-sim client connection: TLS, optional WebSocket, MQTT session, keep-alive */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -147,6 +148,10 @@ void sim_conn_free(SimConn *c, const char *reason) {
         sim_buf_done(&c->scratch);
         sim_client_done(&c->client);
         free(c);
+        /* A burst of connections is over: give its buffers back to the
+         * system, so a long-running simulator does not keep its peak. */
+        if (k->connections == 0)
+                malloc_trim(0);
 }
 
 /* ---- output ------------------------------------------------------------- */
