@@ -143,8 +143,10 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 
 static void session_destroy(DpsSession *s) {
         /* A DISCONNECT asked for from inside a handler is still queued: give
-         * it one non-blocking write ("4. DISCONNECT"), then close. */
-        if (s->mosq && s->closing && !s->tunnel && mosquitto_socket(s->mosq) >= 0)
+         * it one non-blocking write ("4. DISCONNECT"), then close. Through a
+         * tunnel it lands in the Unix socket, and freeing the tunnel below
+         * carries it on (dps_tunnel_free()'s last pass). */
+        if (s->mosq && s->closing && mosquitto_socket(s->mosq) >= 0)
                 (void) mosquitto_loop_write(s->mosq, 1);
         s->io = sd_event_source_disable_unref(s->io);
         s->misc = sd_event_source_disable_unref(s->misc);
@@ -516,7 +518,10 @@ void dps_session_disconnect(DpsSession *s) {
         s->io = sd_event_source_disable_unref(s->io);
         s->fd = -1;
         s->misc = sd_event_source_disable_unref(s->misc);
-        s->tunnel = dps_tunnel_free(s->tunnel);
+        /* The DISCONNECT is written (not dispatching): the tunnel's last pass
+         * carries it. Otherwise session_destroy() writes it, then frees. */
+        if (!s->dispatching)
+                s->tunnel = dps_tunnel_free(s->tunnel);
 }
 
 bool dps_session_is_connected(DpsSession *s) {

@@ -1416,9 +1416,32 @@ void dps_tunnel_get_counters(DpsTunnel *t, uint64_t *ret_up, uint64_t *ret_down)
                 *ret_down = t ? t->n_down : 0;
 }
 
+/* The owner is done: one last non-blocking pass carries what the MQTT
+ * client wrote last (its DISCONNECT, "4. DISCONNECT") to the server and
+ * says goodbye (a WebSocket close frame, a TLS close_notify). Nothing waits:
+ * what the socket does not take at once is dropped. No event is emitted. */
+static void tunnel_farewell(DpsTunnel *t) {
+        if (t->stage != STAGE_PUMPING)
+                return;
+        t->handler = NULL;
+        t->rd_wait = t->wr_wait = 0;
+        if (pump(t) != 0 || t->stage != STAGE_PUMPING)
+                return;
+        if (t->ws) {
+                if (!t->close_queued)
+                        (void) wslay_event_queue_close(t->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
+                t->close_queued = true;
+                if (wslay_event_want_write(t->ws))
+                        (void) wslay_event_send(t->ws);
+        }
+        if (t->ssl && t->up.len == 0)
+                (void) SSL_shutdown(t->ssl);
+}
+
 DpsTunnel *dps_tunnel_free(DpsTunnel *t) {
         if (!t)
                 return NULL;
+        tunnel_farewell(t);
         tunnel_close_all(t);
 #ifdef __GLIBC__
         if (t->gai_pending) {

@@ -213,8 +213,10 @@ def test_ws_sas():
         check(len(conn) == 1 and conn[0]["auth"] == "sas" and conn[0]["clientId"] == "dev-sas", conn)
         check(len(sim.events("register")) == 1, sim.events("register"))
         check(json.loads(w.read("state/cache.json"))["assignedHub"] == "hub-a.azure-devices.net", "cache")
-        # provisioned: the WebSocket is closed (dps-sim logs the close), dpsd exits cleanly
-        wait_for(lambda: sim.events("close"), 5, "dpsd to close the WebSocket connection")
+        # provisioned: dpsd said goodbye ("4. DISCONNECT") through the tunnel
+        # before closing it, and exits cleanly
+        closes = wait_for(lambda: sim.events("close"), 5, "dpsd to close the WebSocket connection")
+        check(closes[0]["reason"] == "disconnect", closes)
         stop_clean(d)
 
 
@@ -276,6 +278,8 @@ def test_proxy_mqtt():
         out = d.output()
         check("http://***@127.0.0.1:%d" % px.port in out, "the proxy is not named in dpsd's log:\n" + out)
         check(PROXY_USER not in out, "the proxy user name appears in dpsd's log")
+        closes = wait_for(lambda: sim.events("close"), 5, "dpsd to close its connection")
+        check(closes[0]["reason"] == "disconnect", closes)
         stop_clean(d)
 
 

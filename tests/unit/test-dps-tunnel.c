@@ -402,6 +402,33 @@ static void test_ws_client_hangup(sd_event *e, const char *dir) {
         close(srv.fd);
 }
 
+/* Freed right after the MQTT client wrote its DISCONNECT, without a turn of
+ * the loop: the DISCONNECT and a close frame still reach the server. */
+static void test_ws_free_farewell(sd_event *e, const char *dir) {
+        DpsTunnel *t = ws_tunnel_new(e, dir);
+        Frame f = {};
+
+        serve_handshake(e, NULL, NULL, 0);
+        REQUIRE(RUN_UNTIL(e, ev.n_ready == 1));
+        peer_init(&cli, connect_unix(ev.path));
+        REQUIRE(RUN_UNTIL(e, stat(ev.path, &(struct stat) {}) < 0));
+        peer_queue(&cli, "\xe0\x00", 2);
+        peer_io(&cli);
+        CHECK_INT(cli.out_len, 0);
+        t = dps_tunnel_free(t);
+        CHECK(t == NULL);
+        CHECK(RUN_UNTIL(e, peer_frame(&srv, &f)));
+        CHECK(f.masked && f.opcode == 0x2 && f.len == 2 && memcmp(f.payload, "\xe0\x00", 2) == 0);
+        free(f.payload);
+        CHECK(RUN_UNTIL(e, peer_frame(&srv, &f)));
+        CHECK(f.masked && f.opcode == 0x8 && f.len >= 2 && f.payload[0] == 0x03 && f.payload[1] == 0xe8);
+        free(f.payload);
+        CHECK(RUN_UNTIL(e, srv.eof && cli.eof));
+        CHECK_INT(ev.n_error + ev.n_closed, 0);   /* no event from a free */
+        close(cli.fd);
+        close(srv.fd);
+}
+
 static void test_ws_bad_accept(sd_event *e, const char *dir) {
         _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new(e, dir);
 
@@ -558,6 +585,7 @@ int main(void) {
         test_ws_framing(e, dir);
         test_ws_client_hangup(e, dir);
         test_ws_bad_accept(e, dir);
+        test_ws_free_farewell(e, dir);
         test_ws_timeout(e, dir);
         test_ws_masked_server_frame(e, dir);
         test_proxy_connect(e, dir, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n",
