@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #include "dps-macro.h"
@@ -593,6 +594,9 @@ static int process_mqtt(SimConn *c) {
                         }
                         return r;
                 }
+                /* The CONNECT carried the password (a SAS token): wipe it. */
+                if (p.type == SIM_MQTT_CONNECT)
+                        OPENSSL_cleanse((void *) sim_buf_head(&c->in), p.total);
                 sim_buf_consume(&c->in, p.total);
                 c->packet_budget--;
                 /* Any packet restarts the keep-alive clock (section 3.1.2.10). */
