@@ -75,6 +75,19 @@ def test_credentials_rejected_backs_off_long():
         check(d.alive(), "dpsd exited")
 
 
+def test_x509_not_enrolled_is_a_credentials_failure():
+    with World(devices=("dev-x509", "dev-other")) as w:
+        sim = w.sim([{"registration-id": "dev-x509", "attestation": "x509", "certificate": "dev-x509.crt",
+                      "hubs": ["hub-a.azure-devices.net"]}])
+        conf = w.dpsd_conf(sim, regid="dev-other")
+        conf["attestation"] = {"type": "x509", "certificate-file": "dev-other-chain.crt", "key-file": "dev-other.key"}
+        d = w.dpsd(conf)
+        st = d.wait_status("credentials rejected")
+        m = re.search(r"Waiting (\d+) s before retry 1", st)
+        check(m and int(m.group(1)) >= 300, st)
+        check(d.alive(), "dpsd exited")
+
+
 def test_connection_dropped_after_register():
     with World() as w:
         sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 1, "retry-after": 1, "drop": "after-register"})
@@ -144,6 +157,7 @@ def test_nothing_listening():
 
 if __name__ == "__main__":
     main([test_throttled_429_honours_retry_after, test_server_errors_then_success,
-          test_credentials_rejected_backs_off_long, test_connection_dropped_after_register,
+          test_credentials_rejected_backs_off_long, test_x509_not_enrolled_is_a_credentials_failure,
+          test_connection_dropped_after_register,
           test_server_silent_times_out, test_malformed_and_oversized_bodies, test_failed_and_disabled,
           test_nothing_listening])

@@ -65,6 +65,17 @@ def test_group_sas():
         check("DPS_DEVICE_ID='grp-device-17'" in w.read("run/identity.env"), w.read("run/identity.env"))
 
 
+def test_payload_file():
+    with World() as w:
+        sim = w.sim([w.sas_enrollment(payload="echo")])
+        w.write("payload.json", '{\n  "modelId": "dtmi:file;2",\n  "tags": {"site": "b7"}\n}\n')
+        d = w.dpsd(w.dpsd_conf(sim, **{"payload-file": "payload.json"}))
+        d.wait_provisioned()
+        # dps-sim echoes the payload it received: it went out as the file said
+        cache = json.loads(w.read("state/cache.json"))
+        check(cache["payload"] == {"modelId": "dtmi:file;2", "tags": {"site": "b7"}}, cache)
+
+
 def test_x509():
     with World() as w:
         sim = w.sim([{"registration-id": "dev-x509", "attestation": "x509", "certificate": "dev-x509.crt",
@@ -97,4 +108,4 @@ def test_assigning_several_polls():
 
 
 if __name__ == "__main__":
-    main([test_individual_sas, test_group_sas, test_x509, test_assigning_several_polls])
+    main([test_individual_sas, test_group_sas, test_payload_file, test_x509, test_assigning_several_polls])
