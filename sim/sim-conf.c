@@ -74,6 +74,7 @@ void sim_faults_init(SimFaults *f) {
                 .final_status = SIM_FINAL_ASSIGNED,
                 .fail_status = 503,
                 .drop = SIM_DROP_NONE,
+                .drop_after_packets = 1,        /* drop=after-packets alone: after the CONNECT */
                 .body = SIM_BODY_NORMAL,
         };
 }
