@@ -516,12 +516,19 @@ def case_secondary_key(env):
     return r["assignedHub"]
 
 
-def case_wrong_key(transport):
+def case_wrong_key(transport, connack=False):
+    """A valid key of another device. DPS answers the register with 401; with
+    auth-failure=connack the sim refuses the CONNECT instead (return code 5),
+    the path some clients must also handle."""
     def run(env):
-        wrong = read(os.path.join(env.creds, "dev-disabled.sas"))   # a valid key, of another device
-        with Sim(env.sim, env.config, env.workdir, "wrong-key-" + transport) as sim:
+        wrong = read(os.path.join(env.creds, "dev-disabled.sas"))
+        sets = ["auth-failure=connack"] if connack else []
+        with Sim(env.sim, env.config, env.workdir, "wrong-key-%s%s" % (transport, "-connack" if connack else ""),
+                 sets=sets) as sim:
             sdk = provision(env, sim, transport, "sas", "dev-sas", key=wrong)
-            return check_refused(sim.events(), "dev-sas", sdk)
+            how = check_refused(sim.events(), "dev-sas", sdk)
+            check(how.startswith("CONNACK") == connack, "refused with %s" % how)
+            return how
     return run
 
 
@@ -640,6 +647,8 @@ def all_cases():
         ("secondary-key", case_secondary_key),
         ("mqtt/wrong-key", case_wrong_key("mqtt")),
         ("mqttws/wrong-key", case_wrong_key("mqttws")),
+        ("mqtt/wrong-key-connack", case_wrong_key("mqtt", connack=True)),
+        ("mqttws/wrong-key-connack", case_wrong_key("mqttws", connack=True)),
         ("wrong-group-key", case_wrong_group_key),
         ("expired-token", case_expired),
         ("unknown-registration", case_unknown),
@@ -712,7 +721,7 @@ def main():
         failed = 0
         for name, ok, detail, secs in results:
             failed += not ok
-            print("%-4s %-22s %5.1fs  %s" % ("ok" if ok else "FAIL", name, secs, detail), flush=True)
+            print("%-4s %-26s %5.1fs  %s" % ("ok" if ok else "FAIL", name, secs, detail), flush=True)
 
         byname = {r[0]: r[1] for r in results}
         if any(("%s/%s" % (t, a)) in byname for t in TRANSPORTS for a in ATTESTATIONS):
