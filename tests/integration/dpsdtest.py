@@ -131,6 +131,64 @@ def stop_proc(proc, sig=signal.SIGTERM, timeout=5):
     return proc.returncode
 
 
+class Relay:
+    """A loopback TCP relay that holds every chunk for `delay` seconds in
+    each direction: a slow network in front of dps-sim."""
+
+    def __init__(self, world, target_port, delay):
+        self.target = target_port
+        self.delay = delay
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.running = True
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+        world.relays.append(self)
+
+    def _accept(self):
+        while self.running:
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, u), (u, c)):
+                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pump(self, src, dst):
+        src.settimeout(0.2)
+        while self.running:
+            try:
+                data = src.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            time.sleep(self.delay)
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.running = False
+        self.lsock.close()
+
+
 class Notify:
     """A fake NOTIFY_SOCKET: records every sd_notify() datagram."""
 
@@ -246,6 +304,7 @@ class World:
     def __init__(self, devices=("dev-x509",), sas=("dev-sas",), groups=("grp",)):
         self.dir = tempfile.mkdtemp(prefix="dpsd-it-")
         self.procs = []
+        self.relays = []
         self.dpsds = []
         self.sims = []
         args = [CERTS, self.dir]
@@ -307,6 +366,9 @@ class World:
         }
         c.update(extra)
         return c
+
+    def relay(self, port, delay):
+        return Relay(self, port, delay)
 
     def dpsd(self, conf, name="dpsd", **kw):
         return Dpsd(self, name, conf, **kw)
@@ -387,6 +449,8 @@ class World:
     def __exit__(self, et, ev, tb):
         for p in reversed(self.procs):
             stop_proc(p)
+        for r in self.relays:
+            r.close()
         for d in self.dpsds:
             d.notify.close()
         secret_failure = None

@@ -4,6 +4,7 @@
 import json
 import os
 import stat
+import time
 
 from dpsdtest import World, check, main, wait_for
 
@@ -91,6 +92,32 @@ def test_x509():
         check(conn["auth"] == "x509" and conn["clientId"] == "dev-x509", conn)
 
 
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_slow_network_no_busy_loop():
+    """300 ms per hop: the TLS handshake, CONNACK, SUBACK and answers all
+    arrive late. dpsd waits on epoll without spinning."""
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 1, "retry-after": 0})
+        relay = w.relay(sim.port, 0.3)
+
+        class Slow:
+            port = relay.port
+        d = w.dpsd(w.dpsd_conf(Slow(), timeouts={"connect-sec": 10, "response-sec": 10, "total-sec": 60}),
+                   env={"DPSD_LOG_LEVEL": "info"})
+        start = time.monotonic()
+        d.wait_provisioned(timeout=30)
+        took = time.monotonic() - start
+        cpu = cpu_seconds(d.proc.pid)
+        print("  slow network: provisioned in %.1f s using %.2f s of CPU" % (took, cpu))
+        check(took > 1.5, "a 300 ms relay cannot be that fast: %.1f s" % took)
+        check(cpu < 0.5, "dpsd used %.2f s of CPU while waiting on a slow network" % cpu)
+
+
 def test_assigning_several_polls():
     with World() as w:
         sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 3, "retry-after": 1})
@@ -108,4 +135,5 @@ def test_assigning_several_polls():
 
 
 if __name__ == "__main__":
-    main([test_individual_sas, test_group_sas, test_payload_file, test_x509, test_assigning_several_polls])
+    main([test_individual_sas, test_group_sas, test_payload_file, test_x509, test_slow_network_no_busy_loop,
+          test_assigning_several_polls])
