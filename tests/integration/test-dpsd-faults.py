@@ -136,6 +136,28 @@ def test_failed_and_disabled():
         check(d.alive(), "dpsd exited")
 
 
+def test_tls_handshake_never_answered():
+    """The kernel accepts the TCP connection, nobody speaks TLS: the
+    handshake must not block the loop, the connect timeout ends it."""
+    import socket
+    with World() as w:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        try:
+            class Mute:
+                port = s.getsockname()[1]
+            d = w.dpsd(w.dpsd_conf(Mute(), timeouts={"connect-sec": 1, "response-sec": 5, "total-sec": 60}),
+                       watchdog_usec=1000000)
+            st = d.wait_status("no connection to 127.0.0.1:%d within 1 s" % Mute.port)
+            check("before retry 1" in st, st)
+            # the loop kept running meanwhile: watchdog pings continue
+            n = d.notify.lines().count("WATCHDOG=1")
+            wait_for(lambda: d.notify.lines().count("WATCHDOG=1") > n, 3, "more WATCHDOG=1")
+        finally:
+            s.close()
+
+
 def test_nothing_listening():
     with World() as w:
         import socket
@@ -159,5 +181,5 @@ if __name__ == "__main__":
     main([test_throttled_429_honours_retry_after, test_server_errors_then_success,
           test_credentials_rejected_backs_off_long, test_x509_not_enrolled_is_a_credentials_failure,
           test_connection_dropped_after_register,
-          test_server_silent_times_out, test_malformed_and_oversized_bodies, test_failed_and_disabled,
+          test_server_silent_times_out, test_tls_handshake_never_answered, test_malformed_and_oversized_bodies, test_failed_and_disabled,
           test_nothing_listening])
