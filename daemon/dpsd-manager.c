@@ -436,7 +436,7 @@ static int clock_handler(sd_event_source *s, int fd, uint32_t revents, void *use
         /* ECANCELED: the clock was set; otherwise it reached the sane time. */
         (void) read(fd, &exp, sizeof exp);
         m->clock_watch = sd_event_source_disable_unref(m->clock_watch);
-        log_info("The system clock changed, checking it again.");
+        log_info("The system clock was set or reached the sane time, checking it again.");
         attempt_start(m);
         return 0;
 }

@@ -131,6 +131,16 @@ def test_wrong_clock_waits():
         check(sim.events("accept") == [], "connected with a wrong clock")
         check(d.alive(), "dpsd exited")
 
+    # once the clock reaches the sane time (or is set), dpsd goes on by itself
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()])
+        soon = int(time.time()) + 2
+        d = w.dpsd(w.dpsd_conf(sim), env={"DPSD_MIN_SANE_TIME": str(soon)})
+        d.wait_status("Waiting for the system clock to be set")
+        d.wait_provisioned(timeout=15)
+        first = sim.events("accept")[0]
+        check(first["ts"] >= soon, "connected %.3f s before the clock was sane" % (soon - first["ts"]))
+
 
 if __name__ == "__main__":
     main([test_check_config, test_journal_stream_without_journald, test_credentials_directory, test_wrong_ca_reported, test_wrong_host_name_reported,
