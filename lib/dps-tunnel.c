@@ -1042,6 +1042,15 @@ static int stage_listen(DpsTunnel *t) {
 
 /* ---- the pump ---------------------------------------------------------------- */
 
+/* The MQTT client hung up or cannot be written to: close the far end politely. */
+static void client_gone(DpsTunnel *t) {
+        t->u_eof = true;
+        if (t->ws && !t->close_queued) {
+                t->close_queued = true;
+                (void) wslay_event_queue_close(t->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
+        }
+}
+
 static int pump_close(DpsTunnel *t, int r) {
         if (r < 0)
                 return r;
@@ -1075,13 +1084,8 @@ static int pump(DpsTunnel *t) {
                                                 return r;
                                 }
                         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-                                /* the MQTT client hung up: close the far end politely */
-                                t->u_eof = true;
+                                client_gone(t);
                                 progress = true;
-                                if (t->ws && !t->close_queued) {
-                                        t->close_queued = true;
-                                        (void) wslay_event_queue_close(t->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
-                                }
                         }
                 }
 
@@ -1140,8 +1144,9 @@ static int pump(DpsTunnel *t) {
                                 if (errno == EAGAIN || errno == EINTR)
                                         break;
                                 /* the MQTT client is gone; drop what it will never read */
-                                t->u_eof = true;
+                                client_gone(t);
                                 buf_consume(&t->down, t->down.len);
+                                progress = true;
                                 break;
                         }
                         buf_consume(&t->down, (size_t) n);

@@ -402,6 +402,29 @@ static void test_ws_client_hangup(sd_event *e, const char *dir) {
         close(srv.fd);
 }
 
+/* The MQTT client stops reading (its socket refuses our writes): the server
+ * gets a normal close and the tunnel reports CLOSED. */
+static void test_ws_client_unwritable(sd_event *e, const char *dir) {
+        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new(e, dir);
+        uint8_t frame[64];
+        Frame f = {};
+
+        serve_handshake(e, NULL, NULL, 0);
+        REQUIRE(RUN_UNTIL(e, ev.n_ready == 1));
+        int fd = connect_unix(ev.path);
+        REQUIRE(RUN_UNTIL(e, stat(ev.path, &(struct stat) {}) < 0));
+        REQUIRE(shutdown(fd, SHUT_RD) == 0);
+        size_t n = frame_encode(true, 0x2, "\x20\x02\x00\x00", 4, frame);
+        peer_queue(&srv, frame, n);
+        CHECK(RUN_UNTIL(e, peer_frame(&srv, &f)));
+        CHECK(f.masked && f.opcode == 0x8 && f.len >= 2 && f.payload[0] == 0x03 && f.payload[1] == 0xe8);
+        free(f.payload);
+        CHECK(RUN_UNTIL(e, ev.n_closed == 1));
+        CHECK_INT(ev.n_error, 0);
+        close(fd);
+        close(srv.fd);
+}
+
 /* Freed right after the MQTT client wrote its DISCONNECT, without a turn of
  * the loop: the DISCONNECT and a close frame still reach the server. */
 static void test_ws_free_farewell(sd_event *e, const char *dir) {
@@ -586,6 +609,7 @@ int main(void) {
         test_ws_client_hangup(e, dir);
         test_ws_bad_accept(e, dir);
         test_ws_free_farewell(e, dir);
+        test_ws_client_unwritable(e, dir);
         test_ws_timeout(e, dir);
         test_ws_masked_server_frame(e, dir);
         test_proxy_connect(e, dir, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n",
