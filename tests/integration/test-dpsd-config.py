@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: MIT
 # test-dpsd-config.py: dpsd's command line, --check-config and exit codes, TLS verification, clock sanity, credentials
 import os
+import re
 import shutil
 import subprocess
 import time
 
-from dpsdtest import DPSD, World, check, lc_file, main
+from dpsdtest import DPSD, SOURCE, World, check, lc_file, main
 
 
 def run(args, env=None):
@@ -57,6 +58,48 @@ def test_check_config():
         check(rc == 0 and out.startswith("dpsd "), out)
         rc, out, err = run(["--bogus"])
         check(rc == 2, rc)
+
+
+def sample_options():
+    """Every option the sample config/dps.conf shows, commented out or not,
+    as config text: one-liners and whole { } blocks."""
+    with open(os.path.join(SOURCE, "config", "dps.conf")) as f:
+        lines = f.read().splitlines()
+    out, block, commented = [], None, False
+    for line in lines:
+        text = line[1:] if line.startswith("#") and not line.startswith("# ") and line != "#" else line
+        if block is not None:
+            if commented and line.startswith("#"):
+                text = line[1:]
+            block.append(text)
+            if text.strip() == "};":
+                out.append("\n".join(block))
+                block = None
+            continue
+        if re.match(r"^[a-z-]+ = \{$", text):
+            block, commented = [text], line.startswith("#")
+        elif re.match(r"^[a-z-]+ = .*;$", text):
+            out.append(text)
+    return out
+
+
+def test_sample_config_documents_real_options():
+    """A typo in the documented sample would be an 'unknown key' for every
+    user who copies it: each option shown must be one dpsd knows."""
+    opts = sample_options()
+    names = {o.split(" ", 1)[0] for o in opts}
+    check({"endpoint", "port", "transport", "id-scope", "registration-id", "registration-id-source", "attestation",
+           "ca-path", "ca-file", "payload", "payload-file", "retry", "timeouts", "cache-path",
+           "identity-env-path"} <= names, sorted(names))
+    with World() as w:
+        base = lc_file(w.dpsd_conf(None))
+        for o in opts:
+            name = o.split(" ", 1)[0]
+            text = "\n".join(l for l in base.splitlines() if not l.startswith(name + " ")) + "\n" + o + "\n"
+            w.write("opt.conf", text)
+            rc, out, err = run(["--check-config", "--config", w.path("opt.conf")])
+            check("unknown key" not in err, "documented option rejected as unknown: %s\n%s" % (o, err))
+            check("syntax error" not in err, "documented option is not valid syntax: %s\n%s" % (o, err))
 
 
 def test_journal_stream_without_journald():
@@ -143,5 +186,5 @@ def test_wrong_clock_waits():
 
 
 if __name__ == "__main__":
-    main([test_check_config, test_journal_stream_without_journald, test_credentials_directory, test_wrong_ca_reported, test_wrong_host_name_reported,
+    main([test_check_config, test_sample_config_documents_real_options, test_journal_stream_without_journald, test_credentials_directory, test_wrong_ca_reported, test_wrong_host_name_reported,
           test_wrong_clock_waits])
