@@ -265,7 +265,7 @@ static void send_reply(SimConn *c, const char *rid, SimReply *rep) {
                 r = send_bytes(c, &b);
         sim_buf_done(&b);
         if (r < 0)
-                close_later(c, r == -ENOBUFS ? "slow-client" : "out-of-memory");
+                close_later(c, r == -ENOBUFS ? "slow-client" : r == -ENOMEM ? "out-of-memory" : "reply-too-large");
 }
 
 static int pending_fire(sd_event_source *s, uint64_t usec, void *userdata) {
