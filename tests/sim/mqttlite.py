@@ -132,8 +132,10 @@ class MqttClient:
                 raise TimeoutError("no packet from the server in time")
             pending = getattr(self.stream, "pending", None)
             if not (pending and pending()):
-                r, _, _ = select.select([self.stream], [], [], left)
-                if not r:
+                # poll(), not select(): descriptors above 1023 happen in load tests.
+                p = select.poll()
+                p.register(self.stream.fileno(), select.POLLIN)
+                if not p.poll(left * 1000):
                     continue
             try:
                 data = self.stream.recv(65536)

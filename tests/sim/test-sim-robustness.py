@@ -3,6 +3,7 @@
 # test-sim-robustness: truncated and random MQTT packets over many connections never stop dps-sim serving
 import os
 import random
+import re
 import socket
 import ssl
 import struct
@@ -117,6 +118,44 @@ def test_half_open_and_idle_connections_do_not_block():
         for s in idle + half:
             s.close()
         assert sim.alive()
+
+
+def test_more_than_1024_connections():
+    """dps-sim raises its descriptor limit: 1,100 open connections, and a device still provisions."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1100
+    if hard != resource.RLIM_INFINITY and hard < want + 200:
+        print(f"skipping: hard RLIMIT_NOFILE {hard} is too low")
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want + 200, hard))
+    key = random_key()
+    socks = []
+    try:
+        # dps-sim inherits the low soft limit and must raise it itself.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+        sim = Sim(enrollments=[sas_enrollment("dev-good", key)], sets=["assigning-polls=0"])
+        sim.start()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want + 200, hard))
+        try:
+            for _ in range(want):
+                socks.append(socket.create_connection(("127.0.0.1", sim.mqtt_port)))
+            deadline = time.monotonic() + 20
+            while len(sim.events("accept")) < want and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(sim.events("accept")) >= want, len(sim.events("accept"))
+            c = sim.sas_client("dev-good", key)
+            assert provision(c, sleep=False)[-1][2]["status"] == "assigned"
+            c.disconnect()
+            assert sim.alive()
+        finally:
+            for s in socks:
+                s.close()
+            assert sim.stop() == 0
+            m = re.search(r"connections \d+ \(max (\d+)\)", sim.log())
+            assert m and int(m.group(1)) > want, sim.log()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_flooding_client_that_never_reads():
