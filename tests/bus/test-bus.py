@@ -308,7 +308,7 @@ def main():
     key = random_key()
     sim = Sim(enrollments=[sas_enrollment(REGID, key, hubs=HUBS,
                                           extra=f'device-id = "{DEVICE_ID}"; payload = "echo";')],
-              sets=["assigning-polls=0"])
+              sets=["assigning-polls=0", "delay-ms=300"])   # slow enough to overlap two calls
     dpsd = None
     try:
         sim.start()
@@ -416,6 +416,17 @@ def main():
         check(len(prov) == 1 and prov[0]["payload"]["data"][1] == DEVICE_ID
               and prov[0]["payload"]["data"][0] in HUBS, "one Provisioned(hub, device_id) signal",
               json.dumps([p["payload"] for p in prov]))
+
+        # A second Reprovision while one runs starts nothing.
+        before = registrations(sim)
+        r1 = busctl(address, "call", NAME, PATH, IFACE, "Reprovision", "t", "0")
+        r2 = busctl(address, "call", NAME, PATH, IFACE, "Reprovision", "t", "0")
+        check(r1.stdout.strip() == "b true" and r2.stdout.strip() == "b false",
+              "Reprovision returns started=true, then false while that registration runs",
+              f"{r1.stdout.strip()!r} {r2.stdout.strip()!r} {r1.stderr} {r2.stderr}")
+        r = run([dpsctl, "wait", "--timeout", "20", "--address", address])
+        check(r.returncode == 0 and registrations(sim) == before + 1, "and only one registration happened",
+              f"rc={r.returncode} {before} -> {registrations(sim)}")
 
         r = busctl(address, "call", NAME, PATH, IFACE, "Reprovision", "t", "1")
         check(r.returncode != 0 and "Unknown flags" in r.stderr, "Reprovision with unknown flags is refused",
