@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "dps-macro.h"
+#include "dps-util.h"
 #include "dpsd-conf.h"
 #include "dpsd-util.h"
 
@@ -254,6 +255,29 @@ static int read_secret(const char *path, char **ret, char **ret_error) {
         return 0;
 }
 
+/* DPS: "Keys must be in valid Base64 format with a key length between 16 and
+ * 64 bytes". A shorter one is a truncated or mistyped file. */
+static int check_key_length(const char *path, const char *key_b64, char **ret_error) {
+        uint8_t *raw = NULL;
+        size_t len = 0;
+        int r;
+
+        r = dps_base64_decode(key_b64, &raw, &len);
+        if (r < 0) {
+                if (asprintf(ret_error, "%s does not hold a valid base64 key", path) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        OPENSSL_cleanse(raw, len);
+        free(raw);
+        if (len < 16 || len > 64) {
+                if (asprintf(ret_error, "%s holds a key of %zu bytes; DPS keys are 16 to 64 bytes (base64): is the file truncated?", path, len) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        return 0;
+}
+
 int config_read_device_key(const Config *c, char **ret_key, char **ret_error) {
         _cleanup_secret_ char *key = NULL, *derived = NULL;
         int r;
@@ -269,6 +293,9 @@ int config_read_device_key(const Config *c, char **ret_key, char **ret_error) {
                                 *ret_error = NULL;
                         return r;
                 }
+                r = check_key_length(c->key_file, key, ret_error);
+                if (r < 0)
+                        return r;
                 *ret_key = TAKE_PTR(derived);
                 return 0;
         }
@@ -282,6 +309,9 @@ int config_read_device_key(const Config *c, char **ret_key, char **ret_error) {
                         return r;
                 }
         }
+        r = check_key_length(c->key_file, key, ret_error);
+        if (r < 0)
+                return r;
         *ret_key = TAKE_PTR(key);
         return 0;
 }
@@ -340,7 +370,8 @@ static int registration_id_from_source(Parser *p, const config_setting_t *s, Con
                         return -ENOMEM;
                 r = read_file_full(path, 4096, &buf, NULL);
                 if (r < 0)
-                        return fail(p, s, key, "cannot read %s: %s", path, strerror(-r));
+                        return fail(p, s, key, "cannot read %s: %s", path,
+                                    r == -EBADFD ? "not a regular file" : strerror(-r));
                 char *nl = strchr(buf, '\n');
                 if (nl)
                         *nl = 0;
@@ -382,11 +413,27 @@ static int parse_payload(Parser *p, const config_setting_t *root, Config *c) {
                         return -ENOMEM;
                 r = read_file_full(path, PAYLOAD_MAX, &text, NULL);
                 if (r < 0)
-                        return fail(p, sf, key, "cannot read %s: %s", path, strerror(-r));
+                        return fail(p, sf, key, "cannot read %s: %s", path,
+                                    r == -EBADFD ? "not a regular file" : strerror(-r));
         } else
                 return 0;
 
-        j = json_tokener_parse_verbose(text, &jerr);
+        /* JSON is UTF-8 (RFC 8259 section 8.1): the service would refuse
+         * anything else, after a billed registration. */
+        {
+                json_tokener *tok = json_tokener_new();
+                if (!tok)
+                        return -ENOMEM;
+                json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
+                /* -1: up to and including the NUL, which ends a bare number */
+                j = json_tokener_parse_ex(tok, text, -1);
+                jerr = json_tokener_get_error(tok);
+                if (jerr != json_tokener_success) {
+                        json_object_put(j);
+                        j = NULL;
+                }
+                json_tokener_free(tok);
+        }
         if (!j && jerr != json_tokener_success)
                 return fail(p, s ?: sf, key, "not valid JSON (%s); the payload is any JSON value, e.g. \"{\\\"modelId\\\":\\\"dtmi:x;1\\\"}\"",
                             json_tokener_error_desc(jerr));
@@ -571,6 +618,12 @@ static int parse(Parser *p, config_t *cfg, Config *c) {
 
         if (!c->id_scope)
                 return fail(p, NULL, "id-scope", "missing; set it to your DPS instance's ID scope, e.g. id-scope = \"0ne00000A0A\";");
+        /* "ID scopes look like 0ne and 8 hex digits": the scope goes into the
+         * MQTT user name, the SAS resource and the cache; anything but
+         * letters and digits would break them. */
+        if (strlen(c->id_scope) > 64 || strspn(c->id_scope, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != strlen(c->id_scope))
+                return fail(p, config_setting_get_member(root, "id-scope"), "id-scope",
+                            "not an ID scope: only letters and digits (at most 64) are allowed, e.g. \"0ne00000A0A\"; copy it from the DPS instance's overview");
 
         r = parse_attestation(p, root, c);
         if (r < 0)

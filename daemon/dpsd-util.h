@@ -13,7 +13,8 @@
 
 uint64_t now_usec(clockid_t clock);
 
-/* Reads a whole file, at most max bytes (-EFBIG beyond), NUL-terminated. */
+/* Reads a whole file, at most max bytes (-EFBIG beyond), NUL-terminated.
+ * -EBADFD for anything but a regular file (a fifo, a device). */
 int read_file_full(const char *path, size_t max, char **ret, size_t *ret_len);
 
 /* Writes a file atomically: a temp file in the same directory created with
