@@ -263,7 +263,9 @@ class Container:
         self.leader = None
 
     def boot(self, timeout=60):
-        self.logf = open(self.log_path, "wb")
+        self.boots = getattr(self, "boots", 0) + 1
+        self.leader = None
+        self.logf = open(f"{self.log_path}.{self.boots}", "wb")
         self.proc = subprocess.Popen(["systemd-nspawn", "--boot", "--directory", self.root, "--keep-unit",
                                       "--register=no", "--console=pipe", "--machine", self.name],
                                      stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf)
@@ -349,7 +351,7 @@ class Container:
 
     def tail(self, n=40):
         try:
-            with open(self.log_path, errors="replace") as f:
+            with open(f"{self.log_path}.{getattr(self, 'boots', 0)}", errors="replace") as f:
                 return "".join(f.readlines()[-n:])
         except FileNotFoundError:
             return ""
@@ -436,6 +438,9 @@ def checks(c, sim, root, key, timer):
 
     # Reads are open to everyone; Reprovision only to root and group dpsd.
     check(c.prop("AssignedHub", user="nobody") == HUB, "an unprivileged user can read AssignedHub")
+    p = c.sh(["dpsctl", "status"], user="nobody", check_rc=False)
+    check(p.returncode == 0 and "provisioned" in p.stdout and HUB in p.stdout,
+          "dpsctl status as an unprivileged user shows the state and the hub")
     registers = len(sim.events_of("register"))
     before = c.prop("LastProvisioned")
     p = c.sh(["dpsctl", "reprovision", "--wait"], check_rc=False, timeout=60)
@@ -547,6 +552,36 @@ def checks(c, sim, root, key, timer):
                          ("PRIVATE KEY", "PEM private key")):
         check(secret not in whole, f"the whole journal holds no {what}")
     check(pem and not any(line in whole for line in pem), "the whole journal holds no line of the X.509 key")
+    timer.mark("secret scan")
+
+    # The watchdog, shortened so the test sees pings: an idle, provisioned
+    # dpsd keeps pinging from its event loop and is not killed.
+    write_file(os.path.join(root, "etc/systemd/system/dpsd.service.d/watchdog.conf"), "[Service]\nWatchdogSec=2s\n")
+    c.sh(["systemctl", "daemon-reload"])
+    c.sh(["systemctl", "restart", "dpsd.service"])
+    c.wait_prop("State", "provisioned", timeout=10)
+    w0 = c.show("dpsd.service", "MainPID", "NRestarts", "WatchdogTimestampMonotonic", "WatchdogUSec")
+    time.sleep(3)
+    w1 = c.show("dpsd.service", "ActiveState", "MainPID", "NRestarts", "WatchdogTimestampMonotonic")
+    check(w0["WatchdogUSec"] == "2s" and w1["ActiveState"] == "active" and w1["MainPID"] == w0["MainPID"]
+          and w1["NRestarts"] == w0["NRestarts"]
+          and int(w1["WatchdogTimestampMonotonic"]) > int(w0["WatchdogTimestampMonotonic"]) > 0,
+          "with WatchdogSec=2s an idle dpsd keeps pinging the watchdog and is never restarted")
+    timer.mark("watchdog")
+
+    # A reboot without DPS: the cache on disk gives the assignment at boot,
+    # and units waiting on dps-provisioned.target start without the network.
+    sim.stop()
+    took = c.poweroff()
+    t = time.monotonic()
+    state = c.boot()
+    check(state == "running", f"the container rebooted (halt {took:.1f}s, boot {time.monotonic() - t:.1f}s) "
+          f"with DPS down and is {state!r}")
+    check(c.prop("State") == "provisioned" and c.prop("Source") == "cache" and c.prop("AssignedHub") == HUB_X509,
+          "after the reboot dpsd is provisioned from the cache")
+    got = c.sh(["cat", "/run/consumer-env"], check_rc=False).stdout.strip()
+    check(got == f"{HUB_X509} {X509_ID}", f"the consumer unit got the cached identity at boot ({got!r})")
+    timer.mark("reboot")
 
 
 def main():
