@@ -469,6 +469,14 @@ def checks(c, sim, root, key, timer):
           "dpsd came back provisioned from the cache with the same hub")
     timer.mark("cache restart")
 
+    # Bus activation: a client asking a stopped dpsd starts it through systemd
+    # (org.dpsd.Provisioning1.service names SystemdService=dpsd.service).
+    c.sh(["systemctl", "stop", "dpsd.service"])
+    check(c.show("dpsd.service", "ActiveState")["ActiveState"] == "inactive", "dpsd stopped")
+    state = c.prop("State", user="nobody")
+    check(state == "provisioned" and c.show("dpsd.service", "ActiveState")["ActiveState"] == "active",
+          "an unprivileged busctl get-property activates dpsd.service, which answers provisioned from the cache")
+
     # The journal: structured fields, and no secret anywhere in it.
     p = c.sh(["journalctl", "--no-pager", "-b", "-u", "dpsd.service", "-o", "json"])
     entries = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
