@@ -756,8 +756,66 @@ static void provisioned(Manager *m, const char *source) {
         manager_enter_state(m, MANAGER_PROVISIONED);
 }
 
+/* Text from the service goes into log lines, STATUS= (where a newline would
+ * start a new notify field) and D-Bus properties: printable ASCII only,
+ * bounded. NULL stays NULL. */
+static char *service_text(const char *s, size_t max) {
+        size_t n;
+        char *r;
+
+        if (!s)
+                return NULL;
+        n = strnlen(s, max + 1);
+        r = malloc(n > max ? max + 4 : n + 1);
+        if (!r)
+                return NULL;
+        for (size_t i = 0; i < n && i < max; i++)
+                r[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+        if (n > max)
+                memcpy(r + max, "...", 4);
+        else
+                r[n] = 0;
+        return r;
+}
+
+/* "hub-a.azure-devices.net": a host name, nothing else. */
+/* Why the service may refuse an X.509 device that the config loader cannot
+ * judge (the clock may be wrong when it loads): "" when nothing is known. */
+static const char *certificate_note(Manager *m) {
+        uint64_t after = m->config->certificate_not_after_usec;
+
+        if (m->config->attestation == ATTESTATION_X509 && after > 0 && now_usec(CLOCK_REALTIME) > after)
+                return "; the device certificate has expired: renew it";
+        return "";
+}
+
+static bool hub_name_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > 253)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.'))
+                        return false;
+        return true;
+}
+
+/* IoT Hub device ids: up to 128 printable ASCII characters. */
+static bool device_id_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+
+        if (n == 0 || n > 128)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (s[i] <= 0x20 || s[i] >= 0x7f)
+                        return false;
+        return true;
+}
+
 static void handle_response(Manager *m, const DpsSessionEvent *ev) {
         _cleanup_(dps_response_freep) DpsResponse *resp = NULL;
+        _cleanup_free_ char *message = NULL, *error_message = NULL, *tracking = NULL;
         const DpsResponseTopic *t = ev->topic;
         LogDps ld = { .status = t->status };
         DpsOutcome outcome;
@@ -781,10 +839,13 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
                 return;
         }
 
+        message = service_text(resp->message, 200);
+        error_message = service_text(resp->state.error_message, 200);
+        tracking = service_text(resp->tracking_id, 128);
         ld.error_code = resp->error_code ?: resp->state.error_code;
-        ld.tracking_id = resp->tracking_id;
-        if (resp->tracking_id)
-                (void) set_str(&m->last_tracking_id, resp->tracking_id);
+        ld.tracking_id = tracking;
+        if (tracking)
+                (void) set_str(&m->last_tracking_id, tracking);
 
         outcome = dps_classify(t->status, resp);
         log_internal(LOG_INFO, 0, &ld, "Response to %s: status %d, %s%s%s.",
@@ -796,9 +857,19 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
         case DPS_OUTCOME_ASSIGNED: {
                 const DpsRegistrationState *st = &resp->state;
                 /* "Device id defaults to the registration id." */
+                const char *device_id = st->device_id ?: m->config->registration_id;
+                _cleanup_free_ char *substatus = NULL;
+
+                if (!hub_name_valid(st->assigned_hub) || !device_id_valid(device_id)) {
+                        m->last_error_code = -EBADMSG;
+                        attempt_failed(m, DPS_OUTCOME_TRANSIENT, t->retry_after,
+                                       "the assignment names an invalid hub or device id");
+                        return;
+                }
                 if (set_str(&m->assigned_hub, st->assigned_hub) < 0 ||
                     set_str(&m->device_id, st->device_id ?: m->config->registration_id) < 0 ||
-                    set_str(&m->substatus, st->substatus) < 0 ||
+                    (st->substatus && !(substatus = service_text(st->substatus, 64))) ||
+                    set_str(&m->substatus, substatus) < 0 ||
                     set_str(&m->payload, st->payload) < 0) {
                         attempt_failed(m, DPS_OUTCOME_TRANSIENT, -1, "out of memory");
                         return;
@@ -831,7 +902,7 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
 
                 m->last_error_code = ld.error_code ?: t->status;
                 (void) asprintf(&why, "%s %d%s%s", outcome == DPS_OUTCOME_THROTTLED ? "throttled, status" : "service error, status",
-                                t->status, resp->message ? ": " : "", resp->message ?: "");
+                                t->status, message ? ": " : "", message ?: "");
                 set_error(m, "%s", why ?: "service error");
                 delay = dps_backoff_next(&m->backoff, outcome, t->retry_after);
                 if (delay > KEEP_CONNECTION_MAX_USEC || attempt_overdue(m)) {
@@ -856,8 +927,8 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
                 _cleanup_free_ char *why = NULL;
 
                 m->last_error_code = ld.error_code ?: t->status;
-                (void) asprintf(&why, "credentials rejected by the service (status %d%s%s)", t->status,
-                                resp->message ? ": " : "", resp->message ?: "");
+                (void) asprintf(&why, "credentials rejected by the service (status %d%s%s)%s", t->status,
+                                message ? ": " : "", message ?: "", certificate_note(m));
                 attempt_failed(m, outcome, t->retry_after, why);
                 return;
         }
@@ -865,7 +936,7 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
         case DPS_OUTCOME_PERMANENT: {
                 _cleanup_free_ char *why = NULL;
                 DpsStatus bs = resp->status != DPS_STATUS_UNKNOWN ? resp->status : resp->state.status;
-                const char *msg = resp->state.error_message ?: resp->message;
+                const char *msg = error_message ?: message;
 
                 m->last_error_code = ld.error_code ?: t->status;
                 if (ld.error_code)
@@ -908,8 +979,9 @@ static void session_handler(DpsSession *s, const DpsSessionEvent *ev, void *user
                 DpsOutcome o = ev->connack == 4 || ev->connack == 5 ? DPS_OUTCOME_CREDENTIALS : DPS_OUTCOME_TRANSIENT;
 
                 m->last_error_code = -ECONNREFUSED;
-                (void) asprintf(&why, "connection refused by the service (CONNACK %d%s)", ev->connack,
-                                o == DPS_OUTCOME_CREDENTIALS ? ": credentials rejected" : "");
+                (void) asprintf(&why, "connection refused by the service (CONNACK %d%s)%s", ev->connack,
+                                o == DPS_OUTCOME_CREDENTIALS ? ": credentials rejected" : "",
+                                o == DPS_OUTCOME_CREDENTIALS ? certificate_note(m) : "");
                 attempt_failed(m, o, -1, why);
                 return;
         }
@@ -1058,6 +1130,14 @@ int manager_start(Manager *m) {
                         log_warning_errno(r, "Ignoring the unusable cache %s (%m); moved it to %s.", path, aside);
         } else if (!streq(d->fingerprint, m->fingerprint)) {
                 log_notice("The cache %s was made for another configuration (scope, registration id, attestation or endpoint changed): re-provisioning.", path);
+                d = cache_data_free(d);
+        } else if (d->assigned_hub && (!hub_name_valid(d->assigned_hub) || !device_id_valid(d->device_id))) {
+                /* the same rules as for an answer of the service: the values
+                 * reach logs, identity.env and D-Bus */
+                _cleanup_free_ char *aside = NULL;
+                (void) cache_set_aside(path, &aside);
+                log_warning("Ignoring the cache %s: its hub name or device id is not valid; moved it to %s.",
+                            path, aside ?: "(could not move it)");
                 d = cache_data_free(d);
         } else if (d->assigned_hub) {
                 m->assigned_hub = TAKE_PTR(d->assigned_hub);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 # test-dpsd-faults.py: dpsd against a misbehaving dps-sim: throttling, errors, rejected keys, drops, silence, bad bodies, final failures
+import os
 import re
 import time
 
@@ -119,6 +120,19 @@ def test_malformed_and_oversized_bodies():
             check(d.alive(), "dpsd exited")
 
 
+def test_hostile_assignment_refused():
+    """A hub name with a newline would inject sd_notify fields through
+    STATUS= and shell code through identity.env: never accepted."""
+    with World() as w:
+        sim = w.sim([w.sas_enrollment(hubs=["evil\nREADY=1\nMAINPID=1"])])
+        d = w.dpsd(w.dpsd_conf(sim))
+        st = d.wait_status("invalid hub or device id")
+        check("before retry 1" in st, st)
+        check(not any(l.startswith("MAINPID") for l in d.notify.lines()), d.notify.lines())
+        check(d.notify.lines().count("READY=1") == 1, d.notify.lines())
+        check(not os.path.exists(w.path("run/identity.env")), "identity.env written")
+
+
 def test_failed_and_disabled():
     with World() as w:
         sim = w.sim([w.sas_enrollment(faults={"final-status": "failed", "error-code": 400209})])
@@ -181,5 +195,6 @@ if __name__ == "__main__":
     main([test_throttled_429_honours_retry_after, test_server_errors_then_success,
           test_credentials_rejected_backs_off_long, test_x509_not_enrolled_is_a_credentials_failure,
           test_connection_dropped_after_register,
-          test_server_silent_times_out, test_tls_handshake_never_answered, test_malformed_and_oversized_bodies, test_failed_and_disabled,
+          test_server_silent_times_out, test_tls_handshake_never_answered, test_malformed_and_oversized_bodies,
+          test_hostile_assignment_refused, test_failed_and_disabled,
           test_nothing_listening])
