@@ -67,6 +67,8 @@ int cache_load(const char *path, CacheData **ret) {
         tok = json_tokener_new();
         if (!tok)
                 return -ENOMEM;
+        /* what it holds goes to D-Bus, which refuses strings that are not UTF-8 */
+        json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
         o = json_tokener_parse_ex(tok, text, (int) len);
         /* One complete document and nothing but white space after it: a
          * truncated file does not parse, a file with junk appended does not

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -332,6 +333,8 @@ static int load_certificate(Parser *p, const config_setting_t *s, Config *c, cha
 
         if (ASN1_TIME_to_tm(X509_get0_notBefore(x), &tm) == 1)
                 c->certificate_not_before_usec = (uint64_t) timegm(&tm) * USEC_PER_SEC;
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+                c->certificate_not_after_usec = (uint64_t) timegm(&tm) * USEC_PER_SEC;
 
         len = i2d_X509(x, &der);
         if (len <= 0 || sha256_hex(der, (size_t) len, &c->certificate_sha256) < 0)
@@ -646,13 +649,22 @@ static int parse(Parser *p, config_t *cfg, Config *c) {
         if (dps_registration_id_validate(c->registration_id, c->attestation == ATTESTATION_X509, &reason) < 0) {
                 const char *k = streq(c->registration_id_source, "config") ? "registration-id" : "registration-id-source";
                 return fail(p, config_setting_get_member(root, k), k,
-                            "\"%s\" is not a valid registration id: %s", c->registration_id, reason ?: "invalid");
+                            "\"%.128s%s\" is not a valid registration id: %s", c->registration_id,
+                            strlen(c->registration_id) > 128 ? "..." : "", reason ?: "invalid");
         }
 
         if (c->attestation == ATTESTATION_X509 && !c->certificate_sha256) {
-                r = load_certificate(p, config_setting_get_member(config_setting_get_member(root, "attestation"), "certificate-file"), c, NULL);
+                config_setting_t *cs = config_setting_get_member(config_setting_get_member(root, "attestation"), "certificate-file");
+                _cleanup_free_ char *cn = NULL;
+
+                r = load_certificate(p, cs, c, &cn);
                 if (r < 0)
                         return r;
+                /* "the client certificate's subject CN must equal the registration id" */
+                if (strcasecmp(cn, c->registration_id) != 0)
+                        return fail(p, cs, "attestation.certificate-file",
+                                    "the certificate's subject CN \"%.64s\" is not the registration id \"%s\"; DPS refuses such a device (use registration-id-source = \"certificate-cn\"; or the right certificate)",
+                                    cn, c->registration_id);
         }
 
         /* Secrets: permissions and content are checked now, so --check-config catches them. */

@@ -36,6 +36,7 @@ struct Config {
         bool group_key;                 /* key_file holds a group key: derive the device key */
         char *certificate_file;         /* x509 only */
         uint64_t certificate_not_before_usec;  /* x509: notBefore, for the clock sanity check */
+        uint64_t certificate_not_after_usec;   /* x509: notAfter, named when the service refuses it */
         char *certificate_sha256;       /* x509: fingerprint of the leaf, part of the cache fingerprint */
 
         char *ca_file, *ca_path;        /* at least one is set: default ca_path /etc/ssl/certs */
