@@ -2,15 +2,16 @@
 # SPDX-License-Identifier: MIT
 # run-conformance.py: the official Azure DPS Node SDK provisions against dps-sim, every transport x attestation
 #
-# For each case: fresh credentials (sim/dps-sim-certs), a fresh dps-sim on
-# loopback with port 0 and --ready-file/--events, one `node provision.js`
-# run with the pinned SDK, then assertions on what the SDK printed and on
-# dps-sim's event log. dps-sim is stopped by its pid, also on failure.
+# Credentials come from sim/dps-sim-certs into a temp directory, once per
+# run. For each case: a fresh dps-sim on loopback with port 0 and
+# --ready-file/--events, `node provision.js` runs of the pinned SDK, then
+# assertions on what the SDK printed and on dps-sim's event log. dps-sim is
+# stopped by its pid, also on failure. Cases run a few at a time (-j).
 #
 # Environment: DPSD_BUILD_ROOT, DPSD_SOURCE_ROOT (set by meson's test_env).
 # Exit 0 when every case passes, 1 otherwise, 77 (skip) when node is absent.
 # Options: --case NAME (repeatable, run only those), --keep (keep the temp
-# directory), -v (print dps-sim's stderr and the SDK output of every case).
+# directory), -v (print the SDK's output of every run), -j N (parallel cases).
 
 import argparse
 import base64
