@@ -189,19 +189,51 @@ int cache_set_aside(const char *path, char **ret_new) {
         return 0;
 }
 
-/* Values come from the service: refuse anything a shell or systemd's
- * EnvironmentFile= could misread, rather than trying to escape it. */
-static bool env_value_ok(const char *v) {
-        for (const unsigned char *p = (const unsigned char *) v; *p; p++)
-                if (*p < 0x20 || *p == 0x7f || *p == '\'' || *p == '\\' || *p == '"' || *p == '`' || *p == '$')
-                        return false;
-        return true;
+/* Values come from the service (validated by the manager, and again here):
+ * control characters are refused rather than escaped. The rest is quoted so
+ * that a shell (". identity.env") and systemd's EnvironmentFile= read the
+ * same bytes: single quotes keep everything literal in both; a value that
+ * holds a single quote (IoT Hub device ids may) is double-quoted, with \
+ * before " \ ` $, which both read as the character itself. */
+static int env_quote(const char *v, char **ret) {
+        size_t n = 0, extra = 0;
+        char *r, *q;
+
+        for (const unsigned char *p = (const unsigned char *) v; *p; p++, n++) {
+                if (*p < 0x20 || *p == 0x7f)
+                        return -EINVAL;
+                if (strchr("\"\\`$", *p))
+                        extra++;
+        }
+        if (!strchr(v, '\'')) {
+                if (asprintf(&r, "'%s'", v) < 0)
+                        return -ENOMEM;
+                *ret = r;
+                return 0;
+        }
+        r = q = malloc(n + extra + 3);
+        if (!r)
+                return -ENOMEM;
+        *q++ = '"';
+        for (const char *p = v; *p; p++) {
+                if (strchr("\"\\`$", *p))
+                        *q++ = '\\';
+                *q++ = *p;
+        }
+        *q++ = '"';
+        *q = 0;
+        *ret = r;
+        return 0;
 }
 
 int identity_env_format(const char *hub, const char *device_id, char **ret) {
-        if (!hub || !device_id || !env_value_ok(hub) || !env_value_ok(device_id))
+        _cleanup_free_ char *h = NULL, *d = NULL;
+
+        if (!hub || !device_id || !*hub || !*device_id)
                 return -EINVAL;
-        if (asprintf(ret, "DPS_ASSIGNED_HUB='%s'\nDPS_DEVICE_ID='%s'\n", hub, device_id) < 0)
+        if (env_quote(hub, &h) < 0 || env_quote(device_id, &d) < 0)
+                return -EINVAL;
+        if (asprintf(ret, "DPS_ASSIGNED_HUB=%s\nDPS_DEVICE_ID=%s\n", h, d) < 0)
                 return -ENOMEM;
         return 0;
 }

@@ -208,11 +208,42 @@ static void test_identity_env(void) {
 
         char *x = NULL;
         CHECK_INT(identity_env_format("hub\nDPS_DEVICE_ID=evil", "d", &x), -EINVAL);
-        CHECK_INT(identity_env_format("hub", "d'; rm -rf /; '", &x), -EINVAL);
-        CHECK_INT(identity_env_format("hub", "$(reboot)", &x), -EINVAL);
         CHECK_INT(identity_env_format("hub\t", "d", &x), -EINVAL);
+        CHECK_INT(identity_env_format("hub", "d\x7f", &x), -EINVAL);
         CHECK_INT(identity_env_format(NULL, "d", &x), -EINVAL);
+        CHECK_INT(identity_env_format("hub", "", &x), -EINVAL);
         CHECK(x == NULL);
+
+        /* literal in single quotes, for a shell and for systemd alike */
+        {
+                _cleanup_free_ char *t = NULL;
+                CHECK_INT(identity_env_format("hub", "$(reboot)`id`\\\"", &t), 0);
+                CHECK_STR(t, "DPS_ASSIGNED_HUB='hub'\nDPS_DEVICE_ID='$(reboot)`id`\\\"'\n");
+        }
+        /* a single quote: double quotes, with \ before " \ ` $ */
+        {
+                _cleanup_free_ char *t = NULL;
+                CHECK_INT(identity_env_format("hub", "d'; rm -rf /; $x \"`\\", &t), 0);
+                CHECK_STR(t, "DPS_ASSIGNED_HUB='hub'\nDPS_DEVICE_ID=\"d'; rm -rf /; \\$x \\\"\\`\\\\\"\n");
+        }
+        /* and a shell reads back exactly the value */
+        {
+                static const char *const values[] = { "d'; rm -rf /; $x \"`\\", "$(reboot)`id`\\\"", "plain-1" };
+                for (size_t i = 0; i < ELEMENTSOF(values); i++) {
+                        _cleanup_free_ char *t = NULL, *cmd = NULL, *out = NULL;
+                        char envp[600], outp[600];
+                        snprintf(envp, sizeof envp, "%s/shell.env", dir);
+                        snprintf(outp, sizeof outp, "%s/shell.out", dir);
+                        REQUIRE(identity_env_format("hub", values[i], &t) == 0);
+                        REQUIRE(write_file_atomic(envp, t, strlen(t), 0600) == 0);
+                        REQUIRE(asprintf(&cmd, "sh -c '. \"%s\" && printf %%s \"$DPS_DEVICE_ID\"' > '%s'", envp, outp) >= 0);
+                        REQUIRE(system(cmd) == 0);
+                        REQUIRE(read_file_full(outp, 4096, &out, NULL) == 0);
+                        CHECK_STR(out, values[i]);
+                        (void) unlink(envp);
+                        (void) unlink(outp);
+                }
+        }
 
         snprintf(p, sizeof p, "%s/run/identity.env", dir);
         CHECK_INT(identity_env_write(p, "hub-a", "dev-1"), 0);
