@@ -11,6 +11,7 @@
 #include <json-c/json.h>
 #include <libconfig.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -315,6 +316,39 @@ int config_read_device_key(const Config *c, char **ret_key, char **ret_error) {
                 return r;
         *ret_key = TAKE_PTR(key);
         return 0;
+}
+
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata) {
+        return -1;   /* never prompt: a daemon has no terminal */
+}
+
+/* The X.509 key must be the certificate's: otherwise every attempt fails
+ * the same way, so say it once, at load time. */
+static int check_key_matches(const Config *c, char **ret_error) {
+        _cleanup_fclose_ FILE *kf = NULL, *cf = NULL;
+        EVP_PKEY *key = NULL;
+        X509 *x = NULL;
+        int r = 0;
+
+        kf = fopen(c->key_file, "re");
+        cf = fopen(c->certificate_file, "re");
+        if (kf)
+                key = PEM_read_PrivateKey(kf, NULL, no_passphrase, NULL);
+        if (cf)
+                x = PEM_read_X509(cf, NULL, NULL, NULL);
+        if (!key) {
+                if (asprintf(ret_error, "%s holds no unencrypted PEM private key", c->key_file) < 0)
+                        *ret_error = NULL;
+                r = -EINVAL;
+        } else if (x && X509_check_private_key(x, key) != 1) {
+                if (asprintf(ret_error, "%s is not the private key of the certificate %s", c->key_file, c->certificate_file) < 0)
+                        *ret_error = NULL;
+                r = -EINVAL;
+        }
+        EVP_PKEY_free(key);   /* wipes the key material */
+        X509_free(x);
+        ERR_clear_error();
+        return r;
 }
 
 static int load_certificate(Parser *p, const config_setting_t *s, Config *c, char **ret_cn) {
@@ -679,8 +713,11 @@ static int parse(Parser *p, config_t *cfg, Config *c) {
                 if (c->attestation == ATTESTATION_SYMMETRIC_KEY) {
                         _cleanup_secret_ char *key = NULL;
                         r = config_read_device_key(c, &key, &err);
-                } else
+                } else {
                         r = check_private_file(c->key_file, &err);
+                        if (r >= 0)
+                                r = check_key_matches(c, &err);
+                }
                 if (r < 0)
                         return fail(p, config_setting_get_member(a, k), full, "%s", err ?: strerror(-r));
         }
