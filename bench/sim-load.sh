@@ -120,7 +120,8 @@ sim_cpu = int(sys.argv[5]) / int(sys.argv[6])
 cores = int(sys.argv[7])
 lg_cpu = r.get("loadgen_cpu_s", 0)
 done = r.get("assigned") or 0
-print("dps-sim load: %d concurrent TLS devices, one group enrollment, no throttling" % n)
+print("dps-sim load: %d TLS devices, %s at once, one group enrollment, no throttling"
+      % (n, r.get("concurrency", n) if r.get("concurrency", n) != n else "all"))
 print("  assigned         %s of %s (failed %s: %s)" % (r.get("assigned"), r.get("devices"), r.get("failed"),
       ", ".join("%s %d" % kv for kv in r.get("failures", {}).items() if kv[1]) or "none"))
 print("  registrations/s  %.1f   (%.3f s from the first connect to the last assignment)"
