@@ -83,7 +83,6 @@ typedef struct Loadgen Loadgen;
 
 typedef struct Device {
         Loadgen *lg;
-        unsigned index;
         char registration_id[DPS_REGISTRATION_ID_MAX + 1];
         DevState state;
         int fd;
@@ -98,7 +97,6 @@ typedef struct Device {
         bool request_is_poll;
         char *operation_id;
         uint64_t t_start, t_tcp, t_tls, t_connack, t_done;   /* phase ends, CLOCK_MONOTONIC */
-        unsigned polls, throttled;
 } Device;
 
 struct Loadgen {
@@ -184,8 +182,7 @@ static void put_u16(uint8_t *p, uint16_t v) {
         p[1] = v & 0xff;
 }
 
-/* A packet: first byte, then the concatenation of parts (each NULL-data part
- * is written as a 2-byte length-prefixed string when string is true). */
+/* One piece of a packet's variable header or payload. */
 typedef struct Part {
         const void *data;
         size_t len;
@@ -289,7 +286,6 @@ static int device_send_request(Device *d) {
                 r = dps_topic_poll(rid, d->operation_id, &topic);
                 if (r < 0)
                         return r;
-                d->polls++;
                 d->lg->polls++;
         } else {
                 r = dps_topic_register(rid, &topic);
@@ -445,7 +441,6 @@ static void device_on_response(Device *d, const char *topic, const char *body, s
                 goto wait;
         case DPS_OUTCOME_THROTTLED:
                 lg->responses_429++;
-                d->throttled++;
                 if (wait < 1)
                         wait = 1;
                 goto wait;
@@ -1095,7 +1090,6 @@ int main(int argc, char *argv[]) {
                 Device *d = &lg.devices[i];
 
                 d->lg = &lg;
-                d->index = i;
                 d->fd = -1;
                 snprintf(d->registration_id, sizeof(d->registration_id), "%s%u", lg.prefix, i);
                 r = dps_registration_id_validate(d->registration_id, false, NULL);
