@@ -189,18 +189,8 @@ static int sync_io(DpsSession *s) {
         events = EPOLLIN;
         if (s->tcp_pending)
                 events |= EPOLLOUT;
-        else {
-                SSL *ssl = mosquitto_ssl_get(s->mosq);
-
-                /* During the TLS handshake libmosquitto's want-write flag can
-                 * stay set while OpenSSL only waits to read: ask OpenSSL, or
-                 * a level-triggered EPOLLOUT spins until the handshake ends. */
-                if (ssl && !SSL_is_init_finished(ssl)) {
-                        if (SSL_want_write(ssl))
-                                events |= EPOLLOUT;
-                } else if (mosquitto_want_write(s->mosq))
-                        events |= EPOLLOUT;
-        }
+        else if (mosquitto_want_write(s->mosq))
+                events |= EPOLLOUT;
 
         if (!s->io) {
                 r = sd_event_add_io(s->event, &s->io, fd, events, io_handler, s);
@@ -280,19 +270,9 @@ static int io_handler(sd_event_source *es, int fd, uint32_t revents, void *userd
                 rc = mosquitto_loop_write(s->mosq, 1);
         }
         if (rc == MOSQ_ERR_SUCCESS && !s->dead && mosquitto_socket(s->mosq) >= 0) {
-                /* Reading also advances a TLS handshake. Several MQTT packets
-                 * may sit decrypted in OpenSSL's buffer with nothing left on
-                 * the socket: drain them, or epoll never wakes us for them. */
-                for (int i = 0; i < 64; i++) {
-                        SSL *ssl;
-
-                        rc = mosquitto_loop_read(s->mosq, 1);
-                        if (rc != MOSQ_ERR_SUCCESS || s->dead || mosquitto_socket(s->mosq) < 0)
-                                break;
-                        ssl = mosquitto_ssl_get(s->mosq);
-                        if (!ssl || SSL_pending(ssl) <= 0)
-                                break;
-                }
+                /* Plain MQTT on the tunnel's Unix socket: what libmosquitto
+                 * does not read now stays in the kernel and wakes us again. */
+                rc = mosquitto_loop_read(s->mosq, 1);
         }
         if (rc == MOSQ_ERR_SUCCESS && !s->dead && (revents & (EPOLLHUP | EPOLLERR)) && mosquitto_socket(s->mosq) >= 0)
                 rc = mosquitto_loop_read(s->mosq, 1);
@@ -391,7 +371,6 @@ int dps_session_connect(DpsSession *s, const DpsSessionParams *p) {
 
         if (!s || !p || !p->host || !p->client_id || !p->username || s->dispatching)
                 return -EINVAL;
-        bool tunnel = p->websocket || (p->proxy && p->proxy->host);
 
         rc = mosquitto_reinitialise(s->mosq, p->client_id, true, s);
         if (rc != MOSQ_ERR_SUCCESS)
@@ -405,14 +384,6 @@ int dps_session_connect(DpsSession *s, const DpsSessionParams *p) {
 
         /* "MQTT 3.1.1 (protocol level 4)" */
         rc = mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-        if (rc == MOSQ_ERR_SUCCESS && !tunnel)  /* tunnelled: TLS is the tunnel's */
-                /* The caller's SSL_CTX is complete (CA, client certificate,
-                 * TLS 1.2+, host verification): no libmosquitto defaults. */
-                rc = mosquitto_void_option(s->mosq, MOSQ_OPT_SSL_CTX, s->ssl_ctx);
-        if (rc == MOSQ_ERR_SUCCESS && !tunnel)
-                rc = mosquitto_int_option(s->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-        if (rc == MOSQ_ERR_SUCCESS && !tunnel)  /* a Unix socket has no Nagle; the tunnel sets it on TCP */
-                rc = mosquitto_int_option(s->mosq, MOSQ_OPT_TCP_NODELAY, 1);
         if (rc == MOSQ_ERR_SUCCESS)
                 rc = mosquitto_username_pw_set(s->mosq, p->username, p->password);
         if (rc != MOSQ_ERR_SUCCESS)
@@ -423,31 +394,34 @@ int dps_session_connect(DpsSession *s, const DpsSessionParams *p) {
         s->connected = false;
         s->reported = false;
         s->tunnel = dps_tunnel_free(s->tunnel);
-        if (tunnel) {
-                DpsTunnelConfig tc = DPS_TUNNEL_CONFIG_INIT;
 
-                tc.host = p->host;
-                tc.port = p->port;
-                tc.proxy = p->proxy;
-                tc.ssl_ctx = s->ssl_ctx;
-                tc.websocket = p->websocket;
-                s->keepalive_sec = p->keepalive_sec;
-                r = dps_tunnel_new(s->event, &tc, on_tunnel, s, &s->tunnel);
-                if (r < 0)
-                        return r;
-                /* libmosquitto connects once the tunnel is up (on_tunnel) */
-                return dps_tunnel_start(s->tunnel);
-        }
-        return session_start_mqtt(s, p->host, p->port, p->keepalive_sec);
+        /* Every transport goes through the tunnel, plain "mqtt" included:
+         * its name lookup does not block the loop (libmosquitto 2.0's
+         * mosquitto_connect_async() calls getaddrinfo() inline), it tries
+         * every address of the endpoint in turn (libmosquitto's non-blocking
+         * connect tries only the first, so a host whose IPv6 route is broken
+         * would never be reached), and TLS has one implementation. */
+        DpsTunnelConfig tc = DPS_TUNNEL_CONFIG_INIT;
+
+        tc.host = p->host;
+        tc.port = p->port;
+        tc.proxy = p->proxy;
+        tc.ssl_ctx = s->ssl_ctx;
+        tc.websocket = p->websocket;
+        s->keepalive_sec = p->keepalive_sec;
+        r = dps_tunnel_new(s->event, &tc, on_tunnel, s, &s->tunnel);
+        if (r < 0)
+                return r;
+        /* libmosquitto connects once the tunnel is up (on_tunnel) */
+        return dps_tunnel_start(s->tunnel);
 }
 
-/* Starts libmosquitto's non-blocking connect: to the endpoint, or to the
- * tunnel's Unix socket (host = path, port = 0). */
+/* Starts libmosquitto's non-blocking connect to the tunnel's Unix socket
+ * (host = path, port = 0). */
 static int session_start_mqtt(DpsSession *s, const char *host, uint16_t port, unsigned keepalive_sec) {
         int rc, r;
 
-        /* Non-blocking TCP connect and TLS handshake; the name lookup inside
-         * is a blocking getaddrinfo() in libmosquitto 2.0. */
+        /* A Unix socket path: no name lookup, no TLS (both are the tunnel's). */
         rc = mosquitto_connect_async(s->mosq, host, port, (int) (keepalive_sec ?: 60));
         if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING) {
                 r = dps_session_errno_from_mosq(rc);

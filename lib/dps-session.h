@@ -13,7 +13,9 @@
 #include "dps-proxy.h"
 
 /*
- * A DpsSession is one libmosquitto client on one TLS connection, driven by
+ * A DpsSession is one libmosquitto client speaking plain MQTT over the Unix
+ * socket of a tunnel (dps-tunnel.c) that owns TCP, the optional HTTP proxy,
+ * TLS and the optional WebSocket framing, all driven by
  * sd-event io and timer sources (mosquitto_loop_read/write/misc; never a
  * thread). It carries no policy: it connects, subscribes to the DPS response
  * topic, publishes what it is told and reports events to its owner. It logs
@@ -52,10 +54,7 @@ typedef struct DpsSessionParams {
         const char *username;
         const char *password;           /* secret, may be NULL (X.509) */
         unsigned keepalive_sec;
-        /* MQTT over WebSocket, or through an HTTP proxy: libdps then runs
-         * TCP, CONNECT, TLS and the WebSocket framing itself (dps-tunnel.c)
-         * and libmosquitto speaks plain MQTT to it over a Unix socket. */
-        bool websocket;
+        bool websocket;                 /* MQTT over WebSocket (mqtt-ws) */
         const DpsProxy *proxy;          /* NULL or host NULL: direct */
 } DpsSessionParams;
 
@@ -67,9 +66,8 @@ int dps_session_new(sd_event *event, SSL_CTX *ssl_ctx, dps_session_handler_t han
 DpsSession *dps_session_free(DpsSession *s);
 static inline void dps_session_freep(DpsSession **s) { if (*s) dps_session_free(*s); }
 
-/* Starts a non-blocking connect. The host name is resolved with a blocking
- * getaddrinfo() inside libmosquitto 2.0 (mosquitto_connect_async): immediate
- * for a numeric address, a DNS round trip otherwise. */
+/* Starts a non-blocking connect through the tunnel (dps-tunnel.c): the name
+ * lookup does not block the loop and every address is tried in turn. */
 int dps_session_connect(DpsSession *s, const DpsSessionParams *p);
 
 /* SUBSCRIBE $dps/registrations/res/# at QoS 1. */

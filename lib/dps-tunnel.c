@@ -10,10 +10,10 @@
  *
  *   mosquitto <-unix-> [tunnel: WebSocket frames | TLS | HTTP CONNECT | TCP] <-> DPS
  *
- * It is used for "mqtt-ws" (with or without a proxy) and for "mqtt" through
- * a proxy; then TLS is the tunnel's and libmosquitto speaks plain MQTT on
- * the Unix socket. Plain "mqtt" without a proxy keeps libmosquitto's own TLS
- * connection (dps-session.c): no extra hop where none is needed.
+ * It is used for every transport, "mqtt" without a proxy too: TLS is the
+ * tunnel's and libmosquitto speaks plain MQTT on the Unix socket. One extra
+ * local hop buys a name lookup that does not block the loop and a connect
+ * that tries every address (libmosquitto 2.0 does neither), and one TLS path.
  *
  * - One sd-event loop, no threads of our own: every stage is an fd or a timer
  *   event, and the pump moves bytes both ways with bounded buffers. When the

@@ -234,7 +234,7 @@ class Notify:
 
 
 class Dpsd:
-    def __init__(self, world, name, conf, env=None, args=None, watchdog_usec=None):
+    def __init__(self, world, name, conf, env=None, args=None, watchdog_usec=None, wrap=None):
         self.world = world
         self.name = name
         self.conf_path = os.path.join(world.dir, name + ".conf")
@@ -258,6 +258,9 @@ class Dpsd:
             # sd_watchdog_enabled() wants WATCHDOG_PID to be dpsd's own pid
             e["WATCHDOG_USEC"] = str(watchdog_usec)
             cmd = ["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh"] + cmd
+        if wrap:
+            # a command that sets the scene, then execs "$@" (dpsd keeps the pid)
+            cmd = list(wrap) + cmd
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=e, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         world.procs.append(self.proc)

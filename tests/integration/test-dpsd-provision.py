@@ -4,6 +4,7 @@
 import json
 import os
 import stat
+import subprocess
 import time
 
 from dpsdtest import World, check, main, wait_for
@@ -98,6 +99,25 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def test_endpoint_next_address():
+    # The endpoint's first address refuses (::1 sorts first and dps-sim
+    # listens on 127.0.0.1 only): dpsd must go on to the next address, as a
+    # device behind a broken IPv6 route must. A private mount namespace
+    # gives dpsd its own /etc/hosts.
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()])
+        hosts = w.write("hosts", "::1 localhost\n127.0.0.1 localhost\n")
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind "$1" /etc/hosts && getent ahosts localhost',
+                                "sh", hosts], capture_output=True, text=True)
+        check(probe.returncode == 0, "a private /etc/hosts needs root and unshare: %s" % probe.stderr)
+        check(probe.stdout.split()[0] == "::1", "resolver order: %r" % probe.stdout)
+        wrap = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', hosts]
+        d = w.dpsd(w.dpsd_conf(sim, endpoint="localhost"), wrap=wrap)
+        status = d.wait_provisioned()
+        check(status == "Provisioned to hub hub-a.azure-devices.net as dev-sas", status)
+        check(len(sim.events("connect")) == 1, sim.events("connect"))
+
+
 def test_slow_network_no_busy_loop():
     """300 ms per hop: the TLS handshake, CONNACK, SUBACK and answers all
     arrive late. dpsd waits on epoll without spinning."""
@@ -135,5 +155,6 @@ def test_assigning_several_polls():
 
 
 if __name__ == "__main__":
-    main([test_individual_sas, test_group_sas, test_payload_file, test_x509, test_slow_network_no_busy_loop,
+    main([test_individual_sas, test_group_sas, test_payload_file, test_x509, test_endpoint_next_address,
+          test_slow_network_no_busy_loop,
           test_assigning_several_polls])
