@@ -13,6 +13,7 @@ the cache holds must use it ("no network needed") without registering.
 Short (CI) mode: 100 kills or 25 s. Long mode (--long, or
 DPSD_ROBUST_LONG=1): at least 1,000 kills and two minutes."""
 
+import json
 import os
 import random
 import re
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from robust import DPSD, Failure, World, cache_problem, check, main, stop_proc, wait_for
+from robust import DPSD, World, cache_problem, check, lc_file, main, stop_proc, wait_for
 
 LONG = "--long" in sys.argv or os.environ.get("DPSD_ROBUST_LONG") == "1"
 if "--long" in sys.argv:
@@ -40,7 +41,6 @@ def test_kill_while_writing_cache():
         for regid in ("dev-a", "dev-b"):
             p = w.path(regid + ".conf")
             with open(p, "w") as f:
-                from robust import lc_file
                 f.write(lc_file(w.dpsd_conf(sim, regid=regid, retry={"min-sec": 0, "max-sec": 1})))
             confs[regid] = p
         cache, envf = w.path("state/cache.json"), w.path("run/identity.env")
@@ -77,7 +77,6 @@ def test_kill_while_writing_cache():
                 break
             if not LONG and (kills >= 100 or elapsed >= 25):
                 break
-            import json
             cur = json.loads(prev)["registrationId"]
             regid = "dev-b" if cur == "dev-a" else "dev-a"
             p = start(regid)

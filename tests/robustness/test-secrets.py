@@ -18,11 +18,10 @@ import hmac
 import importlib.util
 import os
 import subprocess
-import sys
 import time
 import urllib.parse
 
-from robust import DPSCTL, SCOPE, Bus, Failure, check, main, stop_proc
+from robust import DPSCTL, SCOPE, Bus, check, main, stop_proc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("wsproxy", os.path.join(HERE, "..", "integration", "test-dpsd-ws-proxy.py"))

@@ -10,7 +10,9 @@ and a Reprovision on the bus keeps working while the directory is read-only."""
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 from robust import SKIP, Bus, Tmpfs, World, cache_problem, check, is_root, main, wait_for
 
@@ -86,8 +88,19 @@ def test_state_dir_read_only():
             d2.stop()
 
 
+def can_mount():
+    d = tempfile.mkdtemp(prefix="dpsd-mount-probe-")
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", d], capture_output=True)
+        if r.returncode == 0:
+            subprocess.run(["umount", d], check=False)
+        return r.returncode == 0
+    finally:
+        os.rmdir(d)
+
+
 if __name__ == "__main__":
-    if not is_root():
-        print("SKIP: needs root to mount a tmpfs")
+    if not is_root() or not can_mount():
+        print("SKIP: needs root and the right to mount a tmpfs")
         sys.exit(SKIP)
     main([test_state_dir_full, test_state_dir_read_only])
