@@ -27,12 +27,18 @@
  * that the signal announced.
  */
 
+/* After losing the bus (a restarted dbus-broker, say): the first try soon,
+ * then this often. */
+#define BUS_RECONNECT_FIRST_USEC (1ULL * 1000000ULL)
+#define BUS_RECONNECT_USEC (5ULL * 1000000ULL)
+
 struct Bus {
         sd_event *event;
         Manager *manager;
-        sd_bus *bus;
+        sd_bus *bus;                    /* NULL while disconnected */
         sd_bus_slot *vtable_slot;
         sd_event_source *emit_source;
+        sd_event_source *reconnect_source;
         bool changed_due;
         bool provisioned_due;
 };
@@ -328,6 +334,11 @@ static int on_emit(sd_event_source *s, void *userdata) {
         Bus *b = userdata;
         int r;
 
+        if (!b->bus) {          /* disconnected: nobody to tell */
+                b->changed_due = b->provisioned_due = false;
+                return 0;
+        }
+
         if (b->changed_due) {
                 b->changed_due = false;
                 r = sd_bus_emit_properties_changed_strv(b->bus, BUS_PATH, BUS_INTERFACE,
@@ -371,6 +382,86 @@ static void on_manager_event(Manager *m, ManagerEvent ev, void *userdata) {
 
 /* ---- life cycle --------------------------------------------------------- */
 
+static int bus_connect(Bus *b);
+
+static void bus_disconnect(Bus *b) {
+        b->vtable_slot = sd_bus_slot_unref(b->vtable_slot);
+        b->bus = sd_bus_close_unref(b->bus);
+}
+
+static int on_reconnect(sd_event_source *s, uint64_t usec, void *userdata) {
+        Bus *b = userdata;
+        int r;
+
+        bus_disconnect(b);
+        r = bus_connect(b);
+        if (r < 0) {
+                bus_disconnect(b);
+                log_debug_errno(r, "Reconnecting to the system bus failed, retrying: %m");
+                r = sd_event_source_set_time_relative(s, BUS_RECONNECT_USEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to schedule reconnecting to the system bus; the D-Bus API stays off: %m");
+                return 0;
+        }
+        log_info("Reconnected to the system bus, serving %s again.", BUS_NAME);
+        return 0;
+}
+
+/* The bus went away (sd-bus synthesises this signal locally). The old
+ * connection is dropped and a new one tried from a timer, not from inside the
+ * old connection's own callback. */
+static int on_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Bus *b = userdata;
+        int r;
+
+        log_warning("Lost the system bus; provisioning goes on, reconnecting every %llu s.",
+                    (unsigned long long) (BUS_RECONNECT_USEC / 1000000ULL));
+        if (b->reconnect_source)
+                r = sd_event_source_set_time_relative(b->reconnect_source, BUS_RECONNECT_FIRST_USEC);
+        else
+                r = sd_event_add_time_relative(b->event, &b->reconnect_source, CLOCK_MONOTONIC,
+                                               BUS_RECONNECT_FIRST_USEC, 0, on_reconnect, b);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->reconnect_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to schedule reconnecting to the system bus; the D-Bus API stays off: %m");
+        return 0;
+}
+
+/* Connects, exports the object and then requests the name. */
+static int bus_connect(Bus *b) {
+        int r;
+
+        r = sd_bus_open_system(&b->bus);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to connect to the system bus: %m");
+        (void) sd_bus_set_description(b->bus, "dpsd");
+
+        r = sd_bus_attach_event(b->bus, b->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_add_object_vtable(b->bus, &b->vtable_slot, BUS_PATH, BUS_INTERFACE, bus_vtable, b);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_match_signal(b->bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                "org.freedesktop.DBus.Local", "Disconnected", on_disconnected, b);
+        if (r < 0)
+                return r;
+
+        /* The name last, once the object is there to answer. No queueing, no
+         * replacing: a second dpsd gets -EEXIST and must not run. A
+         * synchronous call: at start-up before the loop runs, and once per
+         * reconnection. */
+        r = sd_bus_request_name(b->bus, BUS_NAME, 0);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to acquire bus name %s: %m", BUS_NAME);
+        return 0;
+}
+
 int bus_new(sd_event *event, Manager *manager, Bus **ret) {
         _cleanup_(bus_freep) Bus *b = NULL;
         ManagerInfo i = {};
@@ -382,19 +473,6 @@ int bus_new(sd_event *event, Manager *manager, Bus **ret) {
         b->event = sd_event_ref(event);
         b->manager = manager;
 
-        r = sd_bus_open_system(&b->bus);
-        if (r < 0)
-                return log_debug_errno(r, "Failed to connect to the system bus: %m");
-        (void) sd_bus_set_description(b->bus, "dpsd");
-
-        r = sd_bus_attach_event(b->bus, event, SD_EVENT_PRIORITY_NORMAL);
-        if (r < 0)
-                return r;
-
-        r = sd_bus_add_object_vtable(b->bus, &b->vtable_slot, BUS_PATH, BUS_INTERFACE, bus_vtable, b);
-        if (r < 0)
-                return r;
-
         r = sd_event_add_defer(event, &b->emit_source, on_emit, b);
         if (r < 0)
                 return r;
@@ -403,14 +481,11 @@ int bus_new(sd_event *event, Manager *manager, Bus **ret) {
                 return r;
         (void) sd_event_source_set_description(b->emit_source, "bus-emit");
 
-        manager_set_observer(manager, on_manager_event, b);
-
-        /* The name last, once the object is there to answer. No queueing, no
-         * replacing: a second dpsd gets -EEXIST and must not run. This is a
-         * synchronous call, made once at start-up before the loop runs. */
-        r = sd_bus_request_name(b->bus, BUS_NAME, 0);
+        r = bus_connect(b);
         if (r < 0)
-                return log_debug_errno(r, "Failed to acquire bus name %s: %m", BUS_NAME);
+                return r;
+
+        manager_set_observer(manager, on_manager_event, b);
 
         /* An assignment read from the cache before the bus existed: announce
          * it now that there is someone to tell. */
@@ -429,6 +504,7 @@ Bus *bus_free(Bus *b) {
         if (b->manager)
                 manager_set_observer(b->manager, NULL, NULL);
         sd_event_source_disable_unref(b->emit_source);
+        sd_event_source_disable_unref(b->reconnect_source);
         sd_bus_slot_unref(b->vtable_slot);
         /* Closing the connection releases the name. */
         sd_bus_flush_close_unref(b->bus);

@@ -23,7 +23,7 @@ typedef struct Bus Bus;
  * BUS_NAME. Returns 0 once the name is owned: the caller may send READY=1.
  * -EEXIST when another process owns the name, -EACCES when the bus policy
  * denies it, other negative errno when the bus is unreachable. If the bus
- * goes away later, dpsd keeps running without it. */
+ * goes away later, dpsd keeps provisioning and reconnects every 5 s. */
 int bus_new(sd_event *event, Manager *manager, Bus **ret);
 
 /* Stops observing the manager, releases the name, flushes and closes the

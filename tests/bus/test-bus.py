@@ -150,7 +150,10 @@ def start_bus(tmp, owner="root", name="bus"):
     address = p.stdout.readline().strip()
     if not address:
         raise RuntimeError("dbus-daemon did not start: " + open(os.path.join(tmp, "bus.log")).read())
-    return p, address
+    # Like the real system bus address: no guid, so a restarted bus on the
+    # same socket is the same address (sd-bus refuses a server whose guid
+    # differs from the one in the address).
+    return p, address.split(",guid=")[0]
 
 
 # ---- helpers over busctl --------------------------------------------------
@@ -465,10 +468,19 @@ def main():
         check(r.returncode == 1 and "already running" in r.stderr, "a second dpsd exits 1: name already owned",
               f"rc={r.returncode} {r.stderr[-300:]}")
 
-        # The bus goes away: dpsd keeps running, and still stops cleanly.
+        # The bus goes away: dpsd keeps running, serves a new bus on the same
+        # address once it is back, and still stops cleanly.
         stop(bus)
         time.sleep(1.0)
         check(dpsd.poll() is None, "dpsd survives the loss of the bus")
+        sock = os.path.join(tmp, "bus.sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        bus, address_again = start_bus(tmp)
+        check(address_again == address, "a new bus on the same socket")
+        check(wait_for(lambda: get_property(address_again, "State") == ("s", "provisioned"), 15),
+              "dpsd reconnects to the new bus and serves its state again")
+        stop(bus)
         check(stop(dpsd) == 0, "dpsd then stops on SIGTERM with exit 0")
 
         # dpsd not running: clear message and exit 69.
