@@ -24,6 +24,34 @@ static bool same(const char *a, const char *b) {
         return (!a && !b) || (a && b && streq(a, b));
 }
 
+/* Does the shell word [p, end) read back as exactly want? Only the two
+ * forms identity.env uses: '...' (no ' inside), "..." (\ before " \ ` $). */
+static bool shell_value_is(const char *p, const char *end, const char *want) {
+        size_t n = strlen(want);
+
+        if (end - p < 2 || end[-1] != *p)
+                return false;
+        if (*p == '\'') {
+                if ((size_t) (end - p - 2) != n || memchr(p + 1, '\'', n))
+                        return false;
+                return memcmp(p + 1, want, n) == 0;
+        }
+        if (*p != '"')
+                return false;
+        for (p++, end--; p < end; p++, want++) {
+                if (strchr("\"`$", *p) && *p)
+                        return false;           /* unescaped: the shell would expand or end here */
+                if (*p == '\\') {
+                        p++;
+                        if (p >= end || !strchr("\"\\`$", *p))
+                                return false;
+                }
+                if (*want != *p)
+                        return false;
+        }
+        return *want == '\0';
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(cache_data_freep) CacheData *d = NULL, *again = NULL;
         _cleanup_free_ char *env = NULL;
@@ -70,7 +98,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         /* values from a cache reach identity.env only when a shell reads them back as they are */
         if (d->assigned_hub && identity_env_format(d->assigned_hub, d->device_id, &env) == 0) {
-                if (strpbrk(d->assigned_hub, "'\"\\$`\n") || strpbrk(d->device_id, "'\"\\$`\n"))
+                const char *line2 = strchr(env, '\n');
+                if (!line2 || strncmp(env, "DPS_ASSIGNED_HUB=", 17) != 0 || strncmp(line2 + 1, "DPS_DEVICE_ID=", 14) != 0 ||
+                    !shell_value_is(env + 17, line2, d->assigned_hub) ||
+                    !shell_value_is(line2 + 15, env + strlen(env) - 1, d->device_id) || env[strlen(env) - 1] != '\n')
                         abort();
         }
         return 0;
