@@ -53,7 +53,7 @@ typedef enum ConnPhase {
 
 struct SimConn {
         SimConn *prev, *next;
-        SimServer *server;
+        SimConnHub *hub;
         unsigned id;
         int fd;
         SSL *ssl;
@@ -88,7 +88,7 @@ static uint64_t now_mono(void) {
 }
 
 static SimEvents *events(SimConn *c) {
-        return c->server->events;
+        return c->hub->events;
 }
 
 static void log_event(SimConn *c, const char *event, json_object *extra) {
@@ -124,7 +124,7 @@ void sim_conn_free(SimConn *c, const char *reason) {
         if (c->prev)
                 c->prev->next = c->next;
         else
-                c->server->conns = c->next;
+                c->hub->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
         while (c->pending) {
@@ -286,7 +286,7 @@ static int pending_fire(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 static int handle_reply(SimConn *c, const char *rid, SimReply *rep) {
-        SimServer *s = c->server;
+        SimConnHub *s = c->hub;
         if (rep->throttle) {
                 json_object *o = json_object_new_object();
                 json_object_object_add(o, "kind", json_object_new_string(rep->throttle));
@@ -296,8 +296,8 @@ static int handle_reply(SimConn *c, const char *rid, SimReply *rep) {
         }
         if (rep->fault)
                 log_fault(c, rep->fault);
-        if (sim_dps_state_dirty(s->dps))
-                sim_server_state_changed(s);
+        if (sim_dps_state_dirty(s->dps) && s->state_changed)
+                s->state_changed(s->userdata);
         if (rep->silent)
                 return 0;
         if (rep->delay_ms <= 0) {
@@ -363,7 +363,7 @@ static int on_connect(SimConn *c, const SimMqttPacket *p) {
                 };
                 if (m.password && strlen(m.password) != m.password_len)
                         req.password = "";      /* binary: no SAS token */
-                r = sim_dps_connect(c->server->dps, &req, &c->client, &code);
+                r = sim_dps_connect(c->hub->dps, &req, &c->client, &code);
                 if (r < 0)
                         return r;
         }
@@ -496,13 +496,13 @@ static int on_publish(SimConn *c, const SimMqttPacket *p) {
                         c->closing = "fault";
                         return -ECONNABORTED;
                 }
-                r = sim_dps_register(c->server->dps, &c->client, m.payload, m.payload_len, &rep);
+                r = sim_dps_register(c->hub->dps, &c->client, m.payload, m.payload_len, &rep);
         } else {
                 op = query_raw(query, "operationId");
                 json_object_object_add(o, "operationId", op ? json_object_new_string(op) : NULL);
                 log_event(c, "poll", o);
                 events(c)->counters.polls++;
-                r = sim_dps_poll(c->server->dps, &c->client, op, &rep);
+                r = sim_dps_poll(c->hub->dps, &c->client, op, &rep);
         }
         if (r < 0)
                 return r;
@@ -639,7 +639,7 @@ static int do_read(SimConn *c) {
         for (;;) {
                 if (budget == 0 || c->packet_budget == 0) {
                         r = c->resume ? sd_event_source_set_enabled(c->resume, SD_EVENT_ONESHOT)
-                                          : sd_event_add_defer(c->server->event, &c->resume, on_resume, c);
+                                          : sd_event_add_defer(c->hub->event, &c->resume, on_resume, c);
                         if (r >= 0 && c->resume)
                                 r = sd_event_source_set_enabled(c->resume, SD_EVENT_ONESHOT);
                         return r < 0 ? r : 0;
@@ -744,14 +744,14 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-int sim_conn_new(SimServer *s, int fd, bool websocket, const char *peer, SimConn **ret) {
+int sim_conn_new(SimConnHub *s, int fd, bool websocket, const char *peer, SimConn **ret) {
         SimConn *c = calloc(1, sizeof *c);
         int r;
         if (!c) {
                 close(fd);
                 return -ENOMEM;
         }
-        c->server = s;
+        c->hub = s;
         c->fd = fd;
         c->id = ++s->next_conn_id;
         c->phase = CONN_TLS;

@@ -135,7 +135,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         port = ntohs(a->sin6_port);
                         snprintf(peer, sizeof peer, "[%s]:%u", host, port);
                 }
-                sim_conn_new(l->server, cfd, l->websocket, peer, NULL);
+                sim_conn_new(&l->server->hub, cfd, l->websocket, peer, NULL);
         }
         return 0;
 }
@@ -169,10 +169,10 @@ static int listener_open(SimServer *s, SimListener *l, const char *address, bool
                 return -errno;
         l->port = ntohs(sa.ss_family == AF_INET ? ((struct sockaddr_in *) &sa)->sin_port
                                                 : ((struct sockaddr_in6 *) &sa)->sin6_port);
-        r = sd_event_add_io(s->event, &l->source, l->fd, EPOLLIN, on_accept, l);
+        r = sd_event_add_io(s->hub.event, &l->source, l->fd, EPOLLIN, on_accept, l);
         if (r < 0)
                 return r;
-        r = sd_event_add_time_relative(s->event, &l->retry, CLOCK_MONOTONIC, 100000, 10000, on_retry, l);
+        r = sd_event_add_time_relative(s->hub.event, &l->retry, CLOCK_MONOTONIC, 100000, 10000, on_retry, l);
         if (r < 0)
                 return r;
         return sd_event_source_set_enabled(l->retry, SD_EVENT_OFF);
@@ -188,13 +188,15 @@ static void listener_close(SimListener *l) {
 
 static int on_save(sd_event_source *src, uint64_t usec, void *userdata) {
         SimServer *s = userdata;
-        int r = sim_dps_save_state(s->dps);
+        int r = sim_dps_save_state(s->hub.dps);
         if (r < 0)
                 fprintf(stderr, "dps-sim: cannot write the state file %s: %s\n", s->cfg->state_file, strerror(-r));
         return 0;
 }
 
-void sim_server_state_changed(SimServer *s) {
+/* Writes the state file soon after a change, coalescing bursts. */
+static void state_changed(void *userdata) {
+        SimServer *s = userdata;
         int enabled = SD_EVENT_OFF;
         if (!s->cfg->state_file)
                 return;
@@ -208,14 +210,14 @@ void sim_server_state_changed(SimServer *s) {
 SimServer *sim_server_free(SimServer *s) {
         if (!s)
                 return NULL;
-        while (s->conns)
-                sim_conn_free(s->conns, "shutdown");
+        while (s->hub.conns)
+                sim_conn_free(s->hub.conns, "shutdown");
         listener_close(&s->mqtt);
         listener_close(&s->ws);
         sd_event_source_disable_unref(s->save_timer);
-        if (s->dps && sim_dps_state_dirty(s->dps))
+        if (s->hub.dps && sim_dps_state_dirty(s->hub.dps))
                 on_save(NULL, 0, s);
-        SSL_CTX_free(s->ssl_ctx);
+        SSL_CTX_free(s->hub.ssl_ctx);
         free(s);
         return NULL;
 }
@@ -225,12 +227,14 @@ int sim_server_new(sd_event *event, const SimConfig *cfg, SimDps *dps, SimEvents
         int r;
         if (!s)
                 return -ENOMEM;
-        s->event = event;
+        s->hub.event = event;
         s->cfg = cfg;
-        s->dps = dps;
-        s->events = events;
+        s->hub.dps = dps;
+        s->hub.events = events;
+        s->hub.state_changed = state_changed;
+        s->hub.userdata = s;
         s->mqtt.fd = s->ws.fd = -1;
-        r = tls_context(cfg, &s->ssl_ctx);
+        r = tls_context(cfg, &s->hub.ssl_ctx);
         if (r >= 0)
                 r = listener_open(s, &s->mqtt, cfg->listen_mqtt, false);
         if (r >= 0 && cfg->listen_ws)

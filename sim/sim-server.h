@@ -9,10 +9,9 @@
 #include <systemd/sd-event.h>
 
 #include "sim-conf.h"
+#include "sim-conn.h"
 #include "sim-dps.h"
 #include "sim-events.h"
-
-typedef struct SimConn SimConn;
 
 typedef struct SimListener {
         struct SimServer *server;
@@ -23,15 +22,10 @@ typedef struct SimListener {
 } SimListener;
 
 typedef struct SimServer {
-        sd_event *event;
         const SimConfig *cfg;
-        SimDps *dps;
-        SimEvents *events;
-        SSL_CTX *ssl_ctx;
+        SimConnHub hub;                 /* loop, DPS logic, events, TLS, connections */
         SimListener mqtt, ws;
         sd_event_source *save_timer;
-        SimConn *conns;                 /* doubly linked */
-        unsigned next_conn_id;
 } SimServer;
 
 /* Creates the TLS context and binds the listeners of the config (port 0
@@ -40,6 +34,3 @@ typedef struct SimServer {
 int sim_server_new(sd_event *event, const SimConfig *cfg, SimDps *dps, SimEvents *events, SimServer **ret);
 SimServer *sim_server_free(SimServer *s);
 
-/* Called after a request may have changed the registration state: writes
- * the state file soon, coalescing bursts. */
-void sim_server_state_changed(SimServer *s);
