@@ -112,6 +112,13 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return negative_errno();
+        /* The umask (UMask=0077 in dpsd.service) narrows what open() made;
+         * identity.env is public on purpose. The temp file has no content
+         * and is not under its final name yet: no window with a wrong mode. */
+        if (fchmod(fd, mode) < 0) {
+                r = negative_errno();
+                goto fail;
+        }
 
         while (len > 0) {
                 ssize_t n = write(fd, p, len);

@@ -60,9 +60,15 @@ def test_group_sas():
                       "hubs": ["hub-b.azure-devices.net"]}])
         conf = w.dpsd_conf(sim, regid="grp-device-17")
         conf["attestation"] = {"type": "symmetric-key", "group-key-file": "grp.group-sas"}
-        d = w.dpsd(conf)
+        # as under dpsd.service's UMask=0077
+        d = w.dpsd(conf, wrap=["/bin/sh", "-c", 'umask 077 && exec "$@"', "sh"])
         status = d.wait_provisioned()
         check(status == "Provisioned to hub hub-b.azure-devices.net as grp-device-17", status)
+        # identity.env is for every local consumer; the cache stays private
+        env_mode = stat.S_IMODE(os.stat(w.path("run/identity.env")).st_mode)
+        check(env_mode == 0o644, "identity.env is %s" % oct(env_mode))
+        cache_mode = stat.S_IMODE(os.stat(w.path("state/cache.json")).st_mode)
+        check(cache_mode == 0o600, "cache.json is %s" % oct(cache_mode))
         check(sim.events("connect")[0]["auth"] == "sas", sim.events("connect"))
         check("DPS_DEVICE_ID='grp-device-17'" in w.read("run/identity.env"), w.read("run/identity.env"))
 
