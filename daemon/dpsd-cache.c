@@ -239,11 +239,19 @@ int identity_env_format(const char *hub, const char *device_id, char **ret) {
 }
 
 int identity_env_write(const char *path, const char *hub, const char *device_id) {
-        _cleanup_free_ char *text = NULL;
+        _cleanup_free_ char *text = NULL, *old = NULL;
+        size_t old_len;
+        struct stat st;
         int r;
 
         r = identity_env_format(hub, device_id, &text);
         if (r < 0)
                 return r;
+        /* A restart with the same identity leaves the file alone: no fsync
+         * on the boot path, and consumers watching it see no change. */
+        if (read_file_full(path, strlen(text) + 1, &old, &old_len) >= 0 && old_len == strlen(text) &&
+            memcmp(old, text, old_len) == 0 && lstat(path, &st) >= 0 && S_ISREG(st.st_mode) &&
+            (st.st_mode & 07777) == 0644)
+                return 0;
         return write_file_atomic(path, text, strlen(text), 0644);
 }

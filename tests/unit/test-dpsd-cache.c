@@ -251,6 +251,22 @@ static void test_identity_env(void) {
         CHECK_INT(st.st_mode & 07777, 0644);
         REQUIRE(read_file_full(p, 4096, &content, NULL) == 0);
         CHECK_STR(content, "DPS_ASSIGNED_HUB='hub-a'\nDPS_DEVICE_ID='dev-1'\n");
+
+        /* The same identity again leaves the file alone (same inode: no
+         * rename, no fsync); another identity replaces it. */
+        struct stat st2;
+        CHECK_INT(identity_env_write(p, "hub-a", "dev-1"), 0);
+        REQUIRE(stat(p, &st2) == 0);
+        CHECK_INT(st2.st_ino == st.st_ino, 1);
+        CHECK_INT(identity_env_write(p, "hub-b", "dev-1"), 0);
+        REQUIRE(stat(p, &st2) == 0);
+        CHECK_INT(st2.st_ino != st.st_ino, 1);
+        /* ... and so does the same content with a wrong mode */
+        REQUIRE(chmod(p, 0600) == 0);
+        REQUIRE(stat(p, &st) == 0);
+        CHECK_INT(identity_env_write(p, "hub-b", "dev-1"), 0);
+        REQUIRE(stat(p, &st2) == 0);
+        CHECK_INT(st2.st_ino != st.st_ino && (st2.st_mode & 07777) == 0644, 1);
         CHECK_INT(identity_env_write(p, "hub-a", "bad\x01"), -EINVAL);
         (void) unlink(p);
         snprintf(p, sizeof p, "%s/run", dir);
