@@ -66,7 +66,8 @@ def lc_file(d):
 
 
 class Sim:
-    def __init__(self, world, name, defaults, enrollments, args, cert="server.crt", key="server.key"):
+    def __init__(self, world, name, defaults, enrollments, args, cert="server.crt", key="server.key",
+                 websocket=False):
         self.world = world
         self.dir = world.dir
         self.conf = os.path.join(self.dir, name + ".conf")
@@ -76,7 +77,7 @@ class Sim:
         conf = {
             "id-scope": SCOPE,
             "tls": {"certificate": cert, "key": key},
-            "listen": {"mqtt": "127.0.0.1:0"},
+            "listen": {"mqtt": "127.0.0.1:0", **({"websocket": "127.0.0.1:0"} if websocket else {})},
             "throttle": {"registrations-per-minute": 0, "operations-per-minute": 0, "polls-per-10s": 0},
             "defaults": defaults,
             "enrollments": tuple(enrollments),
@@ -90,6 +91,9 @@ class Sim:
         world.procs.append(self.proc)
         info = wait_for(self._ready, 10, "dps-sim's ready file")
         self.port = info["mqtt"]
+        self.ws_port = info["ws"]
+        if websocket:
+            check(isinstance(self.ws_port, int) and self.ws_port > 0, "no WebSocket port in %r" % info)
 
     def _ready(self):
         if self.proc.poll() is not None:
@@ -342,9 +346,10 @@ class World:
             f.write(text)
         return p
 
-    def sim(self, enrollments, defaults=None, args=(), name="sim", **tls):
+    def sim(self, enrollments, defaults=None, args=(), name="sim", **kw):
+        """dps-sim on 127.0.0.1; websocket=True opens its WebSocket listener too."""
         s = Sim(self, name + str(len(self.sims)), defaults or {"assigning-polls": 1, "retry-after": 1},
-                enrollments, args, **tls)
+                enrollments, args, **kw)
         self.sims.append(s)
         return s
 

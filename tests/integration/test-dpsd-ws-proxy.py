@@ -29,39 +29,6 @@ def url_password():
     return PROXY_PASSWORD.replace("%", "%25").replace(":", "%3A").replace("@", "%40")
 
 
-class WsSim(dpsdtest.Sim):
-    """dps-sim with its WebSocket listener as well (the shared harness only
-    opens the MQTT one)."""
-
-    def __init__(self, world, name, enrollments, defaults=None, args=()):
-        self.world = world
-        self.dir = world.dir
-        self.conf = os.path.join(self.dir, name + ".conf")
-        self.ready = os.path.join(self.dir, name + ".ready")
-        self.events_path = os.path.join(self.dir, name + ".events")
-        self.log_path = os.path.join(self.dir, name + ".log")
-        conf = {
-            "id-scope": dpsdtest.SCOPE,
-            "tls": {"certificate": "server.crt", "key": "server.key"},
-            "listen": {"mqtt": "127.0.0.1:0", "websocket": "127.0.0.1:0"},
-            "throttle": {"registrations-per-minute": 0, "operations-per-minute": 0, "polls-per-10s": 0},
-            "defaults": defaults or {"assigning-polls": 1, "retry-after": 1},
-            "enrollments": tuple(enrollments),
-        }
-        with open(self.conf, "w") as f:
-            f.write(dpsdtest.lc_file(conf))
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([dpsdtest.DPS_SIM, "--config", self.conf, "--ready-file", self.ready,
-                                      "--events", self.events_path] + list(args),
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        world.procs.append(self.proc)
-        world.sims.append(self)
-        info = wait_for(self._ready, 10, "dps-sim's ready file")
-        self.port = info["mqtt"]
-        self.ws_port = info["ws"]
-        check(isinstance(self.ws_port, int) and self.ws_port > 0, "no WebSocket port in %r" % info)
-
-
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -204,7 +171,7 @@ def check_connects_over(sim, listener, n=1):
 
 def test_ws_sas():
     with world() as w:
-        sim = WsSim(w, "ws-sas", [w.sas_enrollment()])
+        sim = w.sim([w.sas_enrollment()], name="ws-sas", websocket=True)
         d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port))
         status = d.wait_provisioned()
         check(status == "Provisioned to hub hub-a.azure-devices.net as dev-sas", status)
@@ -222,7 +189,7 @@ def test_ws_sas():
 
 def test_ws_x509():
     with world() as w:
-        sim = WsSim(w, "ws-x509", [x509_enrollment()])
+        sim = w.sim([x509_enrollment()], name="ws-x509", websocket=True)
         # a name, not an address: the tunnel's asynchronous lookup, SNI and
         # the certificate's DNS:localhost; ::1 (if listed first) is refused,
         # and the next address is tried
@@ -239,7 +206,7 @@ def test_ws_wrong_port_is_reported():
     """mqtt-ws pointed at the plain MQTT listener: the WebSocket handshake
     fails and the reason reaches the status line."""
     with world() as w:
-        sim = WsSim(w, "ws-wrong", [w.sas_enrollment()])
+        sim = w.sim([w.sas_enrollment()], name="ws-wrong", websocket=True)
         d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.port))
         st = d.wait_status("WebSocket server 127.0.0.1:%d closed the connection" % sim.port, timeout=15)
         check("Waiting" in st, st)
@@ -252,7 +219,7 @@ def test_ws_server_drops():
     dpsd reports the lost connection, retries over a fresh tunnel, and the
     torn-down tunnels leak nothing (checked by the sanitizer run)."""
     with world() as w:
-        sim = WsSim(w, "ws-drop", [w.sas_enrollment()], args=["--set", "drop=after-register"])
+        sim = w.sim([w.sas_enrollment()], name="ws-drop", websocket=True, args=["--set", "drop=after-register"])
         d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port))
         st = d.wait_status("Waiting", timeout=15)
         check("127.0.0.1:%d" % sim.ws_port in st, st)
@@ -266,7 +233,7 @@ def test_ws_server_drops():
 
 def test_proxy_mqtt():
     with world() as w:
-        sim = WsSim(w, "px-mqtt", [w.sas_enrollment()])
+        sim = w.sim([w.sas_enrollment()], name="px-mqtt", websocket=True)
         px = Tinyproxy(w, [sim.port, sim.ws_port])
         d = w.dpsd(w.dpsd_conf(sim, proxy=px.url()))
         status = d.wait_provisioned()
@@ -285,7 +252,7 @@ def test_proxy_mqtt():
 
 def test_proxy_ws_x509():
     with world() as w:
-        sim = WsSim(w, "px-ws", [x509_enrollment()])
+        sim = w.sim([x509_enrollment()], name="px-ws", websocket=True)
         px = Tinyproxy(w, [sim.port, sim.ws_port])
         d = w.dpsd(x509_conf(w, sim, transport="mqtt-ws", port=sim.ws_port, proxy=px.url()))
         status = d.wait_provisioned()
@@ -300,7 +267,7 @@ def test_proxy_from_environment():
     """https_proxy applies when the config has no proxy; no_proxy and
     proxy = "none" bypass it."""
     with world() as w:
-        sim = WsSim(w, "px-env", [w.sas_enrollment(), x509_enrollment()])
+        sim = w.sim([w.sas_enrollment(), x509_enrollment()], name="px-env", websocket=True)
         px = Tinyproxy(w, [sim.port, sim.ws_port])
         env = {"https_proxy": px.url(), "no_proxy": "", "NO_PROXY": "", "HTTPS_PROXY": ""}
         d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port), env=env, name="env")
@@ -326,7 +293,7 @@ def test_proxy_from_environment():
 
 def test_proxy_refuses_credentials():
     with world() as w:
-        sim = WsSim(w, "px-auth", [w.sas_enrollment()])
+        sim = w.sim([w.sas_enrollment()], name="px-auth", websocket=True)
         px = Tinyproxy(w, [sim.port, sim.ws_port])
         bus = PrivateBus(w)
         wrong = "wrong-%s" % url_password()
@@ -356,7 +323,7 @@ def test_proxy_refuses_port():
     """The proxy's policy forbids the port (tinyproxy: 403 for a port not in
     ConnectPort): reported as a refusal, not as a network error."""
     with world() as w:
-        sim = WsSim(w, "px-403", [w.sas_enrollment()])
+        sim = w.sim([w.sas_enrollment()], name="px-403", websocket=True)
         px = Tinyproxy(w, [1])
         d = w.dpsd(w.dpsd_conf(sim, proxy=px.url()))
         st = d.wait_status("proxy refused CONNECT: 403", timeout=15)
