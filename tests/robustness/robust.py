@@ -8,9 +8,12 @@ tmpfs (root) that is always unmounted, and the cache's validity check."""
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -135,3 +138,47 @@ def cache_problem(text):
 
 def tmp_dir(prefix):
     return tempfile.mkdtemp(prefix=prefix)
+
+
+TINYPROXY = shutil.which("tinyproxy") or "/usr/sbin/tinyproxy"
+PROXY_USER = "dev-proxy"
+PROXY_PASSWORD = "pr0xy-S3cret.9_z"   # tinyproxy takes only [-a-z0-9._] in BasicAuth
+
+
+class Tinyproxy:
+    """tinyproxy on 127.0.0.1 (port chosen free, retried if taken) with
+    BasicAuth, CONNECT allowed to the given ports; stopped with the world."""
+
+    def __init__(self, world, connect_ports):
+        check(os.access(TINYPROXY, os.X_OK), "tinyproxy is not installed (Debian: tinyproxy-bin)")
+        self.conf = world.path("tinyproxy.conf")
+        self.log_path = world.path("tinyproxy.log")
+        for _ in range(5):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+            s.close()
+            with open(self.conf, "w") as f:
+                f.write("\n".join(["Port %d" % self.port, "Listen 127.0.0.1", "Timeout 30", "MaxClients 20",
+                                   "Allow 127.0.0.1", "LogLevel Connect", "DisableViaHeader Yes",
+                                   "BasicAuth %s %s" % (PROXY_USER, PROXY_PASSWORD)]
+                                  + ["ConnectPort %d" % p for p in connect_ports]) + "\n")
+            self.proc = subprocess.Popen([TINYPROXY, "-d", "-c", self.conf], stdin=subprocess.DEVNULL,
+                                         stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+            world.procs.append(self.proc)
+            end = time.monotonic() + 5
+            while time.monotonic() < end and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                    return
+                except OSError:
+                    time.sleep(0.05)
+            stop_proc(self.proc)
+        raise Failure("tinyproxy did not start")
+
+    def url(self):
+        return "http://%s:%s@127.0.0.1:%d" % (PROXY_USER, PROXY_PASSWORD, self.port)
+
+    def connects(self):
+        with open(self.log_path, errors="replace") as f:
+            return [l for l in f.read().splitlines() if "CONNECT " in l and "Request" in l]

@@ -15,19 +15,12 @@ key's PEM body. None may appear."""
 import base64
 import hashlib
 import hmac
-import importlib.util
 import os
 import subprocess
 import time
 import urllib.parse
 
-from robust import DPSCTL, SCOPE, Bus, check, main, stop_proc
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location("wsproxy", os.path.join(HERE, "..", "integration", "test-dpsd-ws-proxy.py"))
-wsproxy = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(wsproxy)
-
+from robust import DPSCTL, PROXY_PASSWORD, PROXY_USER, SCOPE, Bus, Tinyproxy, World, check, main, stop_proc
 
 def b64hmac(key_b64, msg):
     return base64.b64encode(hmac.new(base64.b64decode(key_b64), msg.encode(), hashlib.sha256).digest()).decode()
@@ -38,23 +31,26 @@ def forms(s):
 
 
 def test_no_secret_anywhere():
-    w = wsproxy.world()
-    with w:
+    with World() as w:
+        w.secrets.append(PROXY_PASSWORD)
         bus = Bus(w)
-        sim = wsproxy.WsSim(w, "sec", [
+        sim = w.sim([
             w.sas_enrollment(),
             {"group": "grp", "attestation": "symmetric-key", "primary-key": w.read("grp.group-sas"),
              "hubs": ["hub-g.azure-devices.net"]},
-            wsproxy.x509_enrollment()])
-        px = wsproxy.Tinyproxy(w, [sim.port, sim.ws_port])
+            {"registration-id": "dev-x509", "attestation": "x509", "certificate": "dev-x509.crt",
+             "hubs": ["hub-x.azure-devices.net"]}], name="sec", websocket=True)
+        px = Tinyproxy(w, [sim.port, sim.ws_port])
         t_begin = int(time.time())
 
         group_conf = w.dpsd_conf(sim, regid="grp-device-9", transport="mqtt-ws", port=sim.ws_port, proxy=px.url())
         group_conf["attestation"] = {"type": "symmetric-key", "group-key-file": "grp.group-sas"}
+        x509_conf = w.dpsd_conf(sim, regid="dev-x509", transport="mqtt-ws", port=sim.ws_port, proxy=px.url())
+        x509_conf["attestation"] = {"type": "x509", "certificate-file": "dev-x509-chain.crt", "key-file": "dev-x509.key"}
         runs = [
             ("sas", w.dpsd_conf(sim, proxy=px.url(), payload='{"modelId":"dtmi:x;1"}')),
             ("group", group_conf),
-            ("x509", wsproxy.x509_conf(w, sim, transport="mqtt-ws", port=sim.ws_port, proxy=px.url())),
+            ("x509", x509_conf),
         ]
         texts = {}
         for name, conf in runs:
@@ -94,8 +90,8 @@ def test_no_secret_anywhere():
             for se in range(t_begin + 3600 - 5, t_end + 3600 + 6):
                 sigs |= forms(b64hmac(key, "%s\n%d" % (sr, se)))
         secrets["SAS signature"] = sigs
-        pw = wsproxy.PROXY_PASSWORD
-        secrets["proxy password"] = forms(pw) | {base64.b64encode(("%s:%s" % (wsproxy.PROXY_USER, pw)).encode()).decode()}
+        pw = PROXY_PASSWORD
+        secrets["proxy password"] = forms(pw) | {base64.b64encode(("%s:%s" % (PROXY_USER, pw)).encode()).decode()}
         pem = [l for l in w.read("dev-x509.key").splitlines() if l and not l.startswith("-----")]
         secrets["X.509 private key"] = {l for l in pem if len(l) >= 32}
 
