@@ -741,7 +741,8 @@ static int parse(Parser *p, config_t *cfg, Config *c) {
         if (r < 0)
                 return r;
 
-        r = parse_seconds_group(p, root, "retry", retry_keys, (long long *const[]) { &rmin, &rmax, &rcred }, 0, 7 * 86400);
+        /* At least 1 s each: a zero back-off would retry at loop speed. */
+        r = parse_seconds_group(p, root, "retry", retry_keys, (long long *const[]) { &rmin, &rmax, &rcred }, 1, 7 * 86400);
         if (r < 0)
                 return r;
         if (rmax < rmin)

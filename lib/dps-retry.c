@@ -8,6 +8,13 @@
 
 /* "Without retry-after, the SDKs poll every 1 to 2 s": we take the gentle end. */
 #define PENDING_DEFAULT_USEC (2 * USEC_PER_SEC)
+/* The quickest poll, whatever the service says: a "retry-after=0" would
+ * otherwise poll at round-trip speed, into "5 polls per 10 s per device".
+ * Raising a zero is not shortening a wait, so the floor rule holds. */
+#define PENDING_MIN_USEC (1 * USEC_PER_SEC)
+/* "back off exponentially from 1 s": what a zero minimum means, since a
+ * zero cap never grows and would retry at loop speed for ever. */
+#define EXPONENTIAL_MIN_USEC (1 * USEC_PER_SEC)
 
 static const char *const outcome_table[_DPS_OUTCOME_MAX] = {
         [DPS_OUTCOME_ASSIGNED]    = "assigned",
@@ -159,14 +166,16 @@ void dps_backoff_reset(DpsBackoff *b) {
 }
 
 static uint64_t exponential(DpsBackoff *b) {
+        uint64_t min = b->min_usec ?: EXPONENTIAL_MIN_USEC;
+        uint64_t max = b->max_usec < min ? min : b->max_usec;
         uint64_t cap, lo;
 
         /* cap_n = min(max, min * 2^n), without overflowing */
-        if (b->attempt >= 63 || b->min_usec > (b->max_usec >> b->attempt))
-                cap = b->max_usec;
+        if (b->attempt >= 63 || min > (max >> b->attempt))
+                cap = max;
         else
-                cap = b->min_usec << b->attempt;
-        lo = b->min_usec / 2;
+                cap = min << b->attempt;
+        lo = min / 2;
         if (lo > cap)
                 lo = cap;
         return uniform(b, lo, cap);
@@ -185,6 +194,9 @@ uint64_t dps_backoff_next(DpsBackoff *b, DpsOutcome outcome, int64_t retry_after
 
         case DPS_OUTCOME_PENDING: {
                 uint64_t base = retry_after_sec >= 0 ? floor : PENDING_DEFAULT_USEC;
+
+                if (base < PENDING_MIN_USEC)
+                        base = PENDING_MIN_USEC;
 
                 return sat_add(base, uniform(b, 0, base / 10));
         }

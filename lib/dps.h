@@ -184,9 +184,9 @@ void dps_backoff_reset(DpsBackoff *b);
  * For a failure (TRANSIENT, THROTTLED, CREDENTIALS, PERMANENT) the result is
  * floor + uniform in [min/2, min(max, min * 2^attempt)], then attempt++;
  * floor is retry_after_sec (>= 0; never clamped down), raised to
- * credentials_min_usec for CREDENTIALS and PERMANENT. PENDING returns
- * retry-after (2 s when absent) plus up to a tenth of it as jitter and does
- * not count as a failure. ASSIGNED resets attempt and returns 0. Saturates
+ * credentials_min_usec for CREDENTIALS and PERMANENT; a zero min_usec counts
+ * as 1 s. PENDING returns retry-after (2 s when absent, at least 1 s) plus up
+ * to a tenth of it as jitter and does not count as a failure. ASSIGNED resets attempt and returns 0. Saturates
  * instead of overflowing. See dps-retry.c for why. */
 uint64_t dps_backoff_next(DpsBackoff *b, DpsOutcome outcome, int64_t retry_after_sec);
 

@@ -161,9 +161,26 @@ static void test_pending(void) {
         CHECK(d >= 5 * SEC && d <= 5 * SEC + SEC / 2);
         d = dps_backoff_next(&b, DPS_OUTCOME_PENDING, 600);   /* a long wait is honoured */
         CHECK(d >= 600 * SEC && d <= 660 * SEC);
-        d = dps_backoff_next(&b, DPS_OUTCOME_PENDING, 0);
-        CHECK_INT(d, 0);
+        /* "retry-after=0" does not poll at round-trip speed */
+        for (int i = 0; i < 50; i++) {
+                d = dps_backoff_next(&b, DPS_OUTCOME_PENDING, 0);
+                CHECK(d >= 1 * SEC && d <= 1 * SEC + SEC / 10);
+        }
         CHECK_INT(b.attempt, 1);
+}
+
+static void test_zero_minimum(void) {
+        DpsBackoff b;
+
+        /* a zero minimum would keep the cap at zero for ever: it counts as 1 s */
+        dps_backoff_init(&b, 0, 60 * SEC, 6);
+        b.credentials_min_usec = 0;
+        uint64_t d = dps_backoff_next(&b, DPS_OUTCOME_TRANSIENT, -1);
+        CHECK(d >= SEC / 2 && d <= 1 * SEC);
+        for (int i = 0; i < 10; i++)
+                d = dps_backoff_next(&b, DPS_OUTCOME_CREDENTIALS, -1);
+        CHECK(d >= SEC / 2 && d <= 60 * SEC);
+        CHECK_INT(b.attempt, 11);
 }
 
 static void test_reset(void) {
@@ -203,9 +220,10 @@ static void test_odd_parameters(void) {
         uint64_t d = dps_backoff_next(&b, DPS_OUTCOME_TRANSIENT, -1);
         CHECK(d >= SEC / 2 && d <= 3600 * SEC);
 
-        /* min 0 gives immediate retries within [0, cap] */
+        /* min 0, max 0 never means immediate retries: 1 s is the least */
         dps_backoff_init(&b, 0, 0, 9);
-        CHECK_INT(dps_backoff_next(&b, DPS_OUTCOME_TRANSIENT, -1), 0);
+        d = dps_backoff_next(&b, DPS_OUTCOME_TRANSIENT, -1);
+        CHECK(d >= SEC / 2 && d <= 1 * SEC);
 }
 
 int main(void) {
@@ -215,6 +233,7 @@ int main(void) {
         test_retry_after_floor();
         test_credentials_floor();
         test_pending();
+        test_zero_minimum();
         test_reset();
         test_odd_parameters();
         return test_summary("test-dps-retry");

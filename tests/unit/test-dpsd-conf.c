@@ -180,6 +180,10 @@ static void test_errors(void) {
         expect_error(4, "retry", "expected a group");
         load(BASE "retry = { min-sec = 10; max-sec = 5; };\n");
         expect_error(4, "retry.max-sec", "below retry.min-sec");
+        load(BASE "retry = { min-sec = 0; };\n");   /* no back-off would hammer the service */
+        expect_error(4, "retry.min-sec", "0 is out of range; valid: 1 to 604800");
+        load(BASE "retry = { credentials-sec = 0; };\n");
+        expect_error(4, "retry.credentials-sec", "out of range");
         load(BASE "timeouts = { response-sec = 0; };\n");
         expect_error(4, "timeouts.response-sec", "out of range");
         load(BASE "keepalive-sec = true;\n");
