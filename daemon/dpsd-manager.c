@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* dpsd-manager.c: the Manager, dpsd's one owner of provisioning state and its state machine */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -67,6 +68,9 @@ struct Manager {
         uint64_t rid_counter;
         char *operation_id;
         uint64_t attempt_start_usec;
+        /* CLOCK_BOOTTIME: the service's last retry-after ends here. Even a
+         * Reprovision() that clears our own back-off waits for it. */
+        uint64_t not_before_usec;
 
         sd_event_source *timer;           /* retry / poll / re-send delay */
         sd_event_source *step_timeout;    /* connect or response timeout */
@@ -530,6 +534,7 @@ static void attempt_failed(Manager *m, DpsOutcome outcome, int64_t retry_after, 
         if (why)
                 set_error(m, "%s", why);
 
+        m->not_before_usec = retry_after > 0 ? now_usec(CLOCK_BOOTTIME) + (uint64_t) retry_after * USEC_PER_SEC : 0;
         delay = dps_backoff_next(&m->backoff, outcome, retry_after);
         log_warning("Attempt %" PRIu32 " failed (%s): %s; next attempt in %.1f s.", m->attempts,
                     dps_outcome_to_string(outcome), why ?: "unknown error", (double) delay / USEC_PER_SEC);
@@ -587,7 +592,11 @@ static void attempt_start(Manager *m) {
 }
 
 static bool attempt_overdue(Manager *m) {
-        return now_usec(CLOCK_BOOTTIME) - m->attempt_start_usec > m->config->total_timeout_usec;
+        uint64_t now = now_usec(CLOCK_BOOTTIME);
+
+        /* attempt_start_usec moves forward by the waits the service asks
+         * for, so it may be ahead of now: not overdue, and no wrap-around. */
+        return now > m->attempt_start_usec && now - m->attempt_start_usec > m->config->total_timeout_usec;
 }
 
 static void session_handler(DpsSession *s, const DpsSessionEvent *ev, void *userdata);
@@ -730,6 +739,7 @@ static void provisioned(Manager *m, const char *source) {
         m->operation_id = mfree_str(m->operation_id);
         m->source = source;
         m->next_attempt_usec = 0;
+        m->not_before_usec = 0;
         set_status_detail(m, NULL);
 
         if (streq(source, "service")) {
@@ -759,6 +769,19 @@ static void provisioned(Manager *m, const char *source) {
 /* Text from the service goes into log lines, STATUS= (where a newline would
  * start a new notify field) and D-Bus properties: printable ASCII only,
  * bounded. NULL stays NULL. */
+/* An operationId goes back into a topic, STATUS= and the logs: DPS's are
+ * like "4.2d6d6fa1d26e3e2f.c38bc5a9-b3b7-4b9c-8b43-8d7f6f3b0f56". */
+static bool operation_id_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 128)
+                return false;
+        for (; *s; s++)
+                if (!(isalnum((unsigned char) *s) || *s == '-' || *s == '.' || *s == '_'))
+                        return false;
+        return true;
+}
+
 static char *service_text(const char *s, size_t max) {
         size_t n;
         char *r;
@@ -826,6 +849,9 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
                 log_debug("Ignoring a response for $rid=%s (waiting for %s).", t->rid, m->rid ?: "none");
                 return;
         }
+        /* One answer per request: a duplicate (same $rid, e.g. a QoS 1
+         * redelivery) must not be taken for the answer to the next poll. */
+        m->rid = mfree_str(m->rid);
         m->step_timeout = sd_event_source_disable_unref(m->step_timeout);
 
         r = dps_response_parse(ev->body, ev->body_len, &resp);
@@ -881,6 +907,12 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
         }
 
         case DPS_OUTCOME_PENDING:
+                if (resp->operation_id && !operation_id_valid(resp->operation_id)) {
+                        /* It goes into a topic, STATUS= and the logs. */
+                        m->last_error_code = -EBADMSG;
+                        attempt_failed(m, DPS_OUTCOME_TRANSIENT, t->retry_after, "the service sent an invalid operationId");
+                        return;
+                }
                 if (resp->operation_id)
                         (void) set_str(&m->operation_id, resp->operation_id);
                 if (!m->operation_id) {
@@ -890,6 +922,9 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
                 }
                 m->request = REQUEST_POLL;
                 delay = dps_backoff_next(&m->backoff, DPS_OUTCOME_PENDING, t->retry_after);
+                /* The wait the service asked for is not ours to time out:
+                 * timeouts.total-sec counts only the time spent on our side. */
+                m->attempt_start_usec += delay;
                 set_status_detail(m, "next poll in %.1f s%s", (double) delay / USEC_PER_SEC,
                                   t->retry_after >= 0 ? ", as the service asked" : "");
                 (void) arm(m, &m->timer, delay, resend_timer_handler, "poll");
@@ -913,6 +948,8 @@ static void handle_response(Manager *m, const DpsSessionEvent *ev) {
                         return;
                 }
                 /* "wait at least retry-after, then retry the same request" */
+                if (outcome == DPS_OUTCOME_THROTTLED)
+                        m->attempt_start_usec += delay;   /* the service's wait, as for polls */
                 log_warning("Request failed (%s); re-sending it in %.1f s.", why ?: "error", (double) delay / USEC_PER_SEC);
                 m->next_attempt_usec = now_usec(CLOCK_REALTIME) + delay;
                 set_status_detail(m, "Waiting %" PRIu64 " s before retry %u (%s: %s)",
@@ -1191,9 +1228,19 @@ int manager_reprovision(Manager *m) {
         case _MANAGER_STATE_MAX:
                 break;
         }
-        log_info("Re-provisioning now (back-off cleared).");
         dps_backoff_reset(&m->backoff);
         m->attempts = 0;
+        uint64_t now = now_usec(CLOCK_BOOTTIME);
+        if (m->not_before_usec > now) {
+                /* "429: wait at least retry-after": an operator's request too */
+                uint64_t wait = m->not_before_usec - now;
+                log_info("Re-provisioning in %.1f s (back-off cleared; the service asked to wait).",
+                         (double) wait / USEC_PER_SEC);
+                stop_timers(m);
+                schedule_attempt(m, wait, MANAGER_RETRYING, DPS_OUTCOME_THROTTLED);
+                return 1;
+        }
+        log_info("Re-provisioning now (back-off cleared).");
         attempt_start(m);
         return 1;
 }

@@ -65,6 +65,52 @@ def lc_file(d):
     return "".join("%s = %s;\n" % (k, lc(v)) for k, v in d.items())
 
 
+BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=%s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+class PrivateBus:
+    """A private dbus-daemon (system type, permissive policy) on a Unix
+    socket in the test's directory, stopped by its pid."""
+
+    def __init__(self, world):
+        self.path = world.path("bus")
+        conf = world.write("bus.xml", BUS_CONF % self.path)
+        self.address = "unix:path=" + self.path
+        self.log = open(world.path("dbus-daemon.log"), "wb")
+        self.proc = subprocess.Popen(["dbus-daemon", "--config-file=" + conf, "--nofork", "--nopidfile"],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        world.procs.append(self.proc)
+        wait_for(lambda: os.path.exists(self.path), 5, "the private bus socket")
+
+    def get(self, prop):
+        r = subprocess.run(["busctl", "--address=" + self.address, "--json=short", "get-property",
+                            "org.dpsd.Provisioning1", "/org/dpsd/Provisioning1", "org.dpsd.Provisioning1", prop],
+                           capture_output=True, text=True, timeout=10)
+        check(r.returncode == 0, "busctl get-property %s: %s" % (prop, r.stderr.strip()))
+        return json.loads(r.stdout)["data"]
+
+    def call(self, method, signature="", *args):
+        """Calls a method of org.dpsd.Provisioning1; returns busctl's CompletedProcess."""
+        return subprocess.run(["busctl", "--address=" + self.address, "call", "org.dpsd.Provisioning1",
+                               "/org/dpsd/Provisioning1", "org.dpsd.Provisioning1", method]
+                              + ([signature] + [str(a) for a in args] if signature else []),
+                              capture_output=True, text=True, timeout=10)
+
+
+
 class Sim:
     def __init__(self, world, name, defaults, enrollments, args, cert="server.crt", key="server.key",
                  websocket=False):

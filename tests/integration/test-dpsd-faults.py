@@ -5,7 +5,7 @@ import os
 import re
 import time
 
-from dpsdtest import World, check, main, wait_for
+from dpsdtest import PrivateBus, World, check, main, wait_for
 
 
 def requests_after(sim):
@@ -36,6 +36,55 @@ def test_throttled_429_honours_retry_after():
                       % (q["event"], gap, prev["retryAfter"]))
         # "retry the same request": re-sent on the same connection
         check(len(sim.events("connect")) == 1, sim.events("connect"))
+
+
+def test_long_retry_after_is_not_a_timeout():
+    # The service's wait (3 s) is longer than timeouts.total-sec (2 s): dpsd
+    # must poll after it, not give up and register again (a billed request)
+    # into the same wait for ever.
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 2, "retry-after": 3})
+        conf = w.dpsd_conf(sim, timeouts={"connect-sec": 5, "response-sec": 5, "total-sec": 2})
+        d = w.dpsd(conf)
+        d.wait_provisioned(timeout=20)
+        check(len(sim.events("register")) == 1, sim.events("register"))
+        check(len(sim.events("poll")) == 2, sim.events("poll"))
+
+
+def test_retry_after_zero_does_not_poll_at_once():
+    # "retry-after=0" is not an invitation to poll at round-trip speed
+    # ("5 polls per 10 s per device"): dpsd leaves at least 1 s.
+    with World() as w:
+        sim = w.sim([w.sas_enrollment()], defaults={"assigning-polls": 3, "retry-after": 0})
+        d = w.dpsd(w.dpsd_conf(sim))
+        d.wait_provisioned(timeout=20)
+        reqs = sorted(sim.events("register") + sim.events("poll"), key=lambda e: e["ts"])
+        check(len(reqs) == 4, reqs)
+        for a, b in zip(reqs, reqs[1:]):
+            check(b["ts"] - a["ts"] >= 1.0, "polled %.3f s after the previous request" % (b["ts"] - a["ts"]))
+
+
+def test_reprovision_waits_for_the_services_retry_after():
+    # A 429 asks for 31 s (over the 30 s dpsd keeps a connection for), so
+    # the attempt ends and dpsd waits. An operator's Reprovision clears
+    # dpsd's own back-off, but not the service's wait.
+    with World() as w:
+        bus = PrivateBus(w)
+        sim = w.sim([w.sas_enrollment()],
+                    defaults={"assigning-polls": 1, "retry-after": 31, "fail-first": 1, "fail-status": 429})
+        d = w.dpsd(w.dpsd_conf(sim), env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+        wait_for(lambda: "READY=1" in d.notify.lines(), 10, "READY=1 (the bus name is owned)")
+        wait_for(lambda: d.alive() and bus.get("State") == "retrying", 10, "dpsd retrying after the 429")
+        throttled_at = sim.events("response")[0]["ts"]
+        r = bus.call("Reprovision", "t", 0)
+        check(r.returncode == 0 and r.stdout.strip() == "b true", "Reprovision: %s %s" % (r.stdout, r.stderr))
+        time.sleep(3)
+        check(len(sim.events("register")) == 1, "a request %d s into a 31 s retry-after: %r"
+              % (3, sim.events("register")))
+        next_attempt = bus.get("NextAttempt") / 1e6
+        check(next_attempt >= throttled_at + 31, "NextAttempt %.1f s after the 429, expected >= 31"
+              % (next_attempt - throttled_at))
+        check(bus.get("State") == "retrying", bus.get("State"))
 
 
 def test_server_errors_then_success():
@@ -192,7 +241,9 @@ def test_nothing_listening():
 
 
 if __name__ == "__main__":
-    main([test_throttled_429_honours_retry_after, test_server_errors_then_success,
+    main([test_throttled_429_honours_retry_after, test_long_retry_after_is_not_a_timeout,
+          test_retry_after_zero_does_not_poll_at_once, test_reprovision_waits_for_the_services_retry_after,
+          test_server_errors_then_success,
           test_credentials_rejected_backs_off_long, test_x509_not_enrolled_is_a_credentials_failure,
           test_connection_dropped_after_register,
           test_server_silent_times_out, test_tls_handshake_never_answered, test_malformed_and_oversized_bodies,

@@ -95,44 +95,6 @@ class Tinyproxy:
         return [l for l in self.output().splitlines() if "CONNECT " in l and "Request" in l]
 
 
-BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=%s</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"""
-
-
-class PrivateBus:
-    """A private dbus-daemon (system type, permissive policy) on a Unix
-    socket in the test's directory, stopped by its pid."""
-
-    def __init__(self, world):
-        self.path = world.path("bus")
-        conf = world.write("bus.xml", BUS_CONF % self.path)
-        self.address = "unix:path=" + self.path
-        self.log = open(world.path("dbus-daemon.log"), "wb")
-        self.proc = subprocess.Popen(["dbus-daemon", "--config-file=" + conf, "--nofork", "--nopidfile"],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        world.procs.append(self.proc)
-        wait_for(lambda: os.path.exists(self.path), 5, "the private bus socket")
-
-    def get(self, prop):
-        r = subprocess.run(["busctl", "--address=" + self.address, "--json=short", "get-property",
-                            "org.dpsd.Provisioning1", "/org/dpsd/Provisioning1", "org.dpsd.Provisioning1", prop],
-                           capture_output=True, text=True, timeout=10)
-        check(r.returncode == 0, "busctl get-property %s: %s" % (prop, r.stderr.strip()))
-        return json.loads(r.stdout)["data"]
-
-
 def world():
     w = World()
     w.secrets.append(PROXY_PASSWORD)
@@ -295,7 +257,7 @@ def test_proxy_refuses_credentials():
     with world() as w:
         sim = w.sim([w.sas_enrollment()], name="px-auth", websocket=True)
         px = Tinyproxy(w, [sim.port, sim.ws_port])
-        bus = PrivateBus(w)
+        bus = dpsdtest.PrivateBus(w)
         wrong = "wrong-%s" % url_password()
         w.secrets.append(wrong)
         d = w.dpsd(w.dpsd_conf(sim, transport="mqtt-ws", port=sim.ws_port, proxy=px.url(password=wrong)),
