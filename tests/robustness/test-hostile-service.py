@@ -61,6 +61,11 @@ def test_duplicates():
         time.sleep(0.5)   # room for the duplicates to do harm
         check(d.alive(), "dpsd died")
         check(kinds(srv) == ["register", "poll"], "duplicates caused extra requests: %r" % srv.requests)
+        out = d.output()
+        # a duplicate of the register's answer is not the answer to the poll
+        check(out.count("Response to register") == 1 and out.count("Response to poll") == 1,
+              "duplicates were taken as answers:\n" + "\n".join(l for l in out.splitlines() if "Response" in l))
+        check("failed" not in out, "an attempt failed:\n" + out)
         check(len([s for s in d.notify.statuses() if s.startswith("Provisioned")]) == 1, d.notify.statuses())
         d.stop()
         srv.close()

@@ -41,7 +41,7 @@ def test_kill_while_writing_cache():
         for regid in ("dev-a", "dev-b"):
             p = w.path(regid + ".conf")
             with open(p, "w") as f:
-                f.write(lc_file(w.dpsd_conf(sim, regid=regid, retry={"min-sec": 0, "max-sec": 1})))
+                f.write(lc_file(w.dpsd_conf(sim, regid=regid, retry={"min-sec": 1, "max-sec": 2})))
             confs[regid] = p
         cache, envf = w.path("state/cache.json"), w.path("run/identity.env")
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS="unix:path=" + w.path("no-bus"))
@@ -63,8 +63,13 @@ def test_kill_while_writing_cache():
 
         # calibration: how long one start-to-cache takes here
         t0 = time.monotonic()
-        p = start("dev-a")
-        wait_for(lambda: read(cache), 15, "the first cache")
+        with open(w.path("calibration.log"), "wb") as log:
+            p = start("dev-a", log)
+        try:
+            wait_for(lambda: read(cache), 15, "the first cache")
+        except Exception:
+            print(read(w.path("calibration.log")))
+            raise
         window = max(0.05, (time.monotonic() - t0) * 1.5)
         stop_proc(p, signal.SIGKILL)
 
