@@ -147,21 +147,29 @@ static void buf_done(Buf *b, bool secret) {
         *b = (Buf) {};
 }
 
+/* The bytes towards the service include MQTT CONNECT and so the SAS token:
+ * no buffer is given back to malloc unwiped (no realloc()), and consumed
+ * bytes are wiped at once (buf_consume()). A few KB pass here per attempt. */
 static int buf_append(Buf *b, const void *p, size_t n) {
         if (n == 0)
                 return 0;
         if (b->start > 0 && b->start + b->len + n > b->cap) {
                 memmove(b->data, b->data + b->start, b->len);
+                OPENSSL_cleanse(b->data + b->len, b->start);
                 b->start = 0;
         }
         if (b->len + n > b->cap) {
                 size_t cap = b->cap ? b->cap : 4096;
                 while (cap < b->len + n)
                         cap *= 2;
-                uint8_t *d = realloc(b->data, cap);
+                uint8_t *d = malloc(cap);
                 if (!d)
                         return -ENOMEM;
+                if (b->len > 0)
+                        memcpy(d, b->data + b->start, b->len);
+                dps_memory_free(b->data, b->cap);
                 b->data = d;
+                b->start = 0;
                 b->cap = cap;
         }
         memcpy(b->data + b->start + b->len, p, n);
@@ -170,6 +178,7 @@ static int buf_append(Buf *b, const void *p, size_t n) {
 }
 
 static void buf_consume(Buf *b, size_t n) {
+        OPENSSL_cleanse(b->data + b->start, n);
         b->start += n;
         b->len -= n;
         if (b->len == 0)
@@ -290,7 +299,7 @@ static void tunnel_close_all(DpsTunnel *t) {
         buf_done(&t->hs_out, true);
         buf_done(&t->hs_in, false);
         buf_done(&t->pre, false);
-        buf_done(&t->up, false);
+        buf_done(&t->up, true);
         buf_done(&t->down, false);
 }
 
@@ -1058,9 +1067,8 @@ static int pump_close(DpsTunnel *t, int r) {
 }
 
 /* Moves bytes until nothing moves. 0 = wait for events, 1 = finished (t may
- * be gone), <0 = error (message may be set). */
-static int pump(DpsTunnel *t) {
-        uint8_t buf[CHUNK];
+ * be gone), <0 = error (message may be set). buf: CHUNK bytes of scratch. */
+static int pump_bytes(DpsTunnel *t, uint8_t *buf) {
         bool progress = true;
 
         while (progress) {
@@ -1069,7 +1077,7 @@ static int pump(DpsTunnel *t) {
                 /* mosquitto -> network */
                 size_t queued = t->ws ? wslay_event_get_queued_msg_length(t->ws) : t->up.len;
                 if (!t->u_eof && queued < UP_LIMIT && !(t->ws && wslay_event_get_close_sent(t->ws))) {
-                        ssize_t n = read(t->ufd, buf, sizeof(buf));
+                        ssize_t n = read(t->ufd, buf, CHUNK);
                         if (n > 0) {
                                 progress = true;
                                 t->n_up += (size_t) n;
@@ -1120,7 +1128,7 @@ static int pump(DpsTunnel *t) {
                                 progress = true;
                         }
                         if (!t->net_eof && t->down.len < DOWN_LIMIT) {
-                                ssize_t n = net_recv(t, buf, sizeof(buf));
+                                ssize_t n = net_recv(t, buf, CHUNK);
                                 if (n > 0) {
                                         int r = buf_append(&t->down, buf, (size_t) n);
                                         if (r < 0)
@@ -1183,6 +1191,14 @@ static int pump(DpsTunnel *t) {
                 }
         }
         return 0;
+}
+
+static int pump(DpsTunnel *t) {
+        uint8_t buf[CHUNK];
+        int r = pump_bytes(t, buf);
+
+        OPENSSL_cleanse(buf, sizeof buf);       /* it held MQTT CONNECT, SAS token included */
+        return r;
 }
 
 /* ---- event plumbing -------------------------------------------------------- */
