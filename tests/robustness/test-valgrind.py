@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import sys
 
 from robust import SKIP, check, main, stop_proc
@@ -111,8 +112,16 @@ def test_sim_under_valgrind():
         check_report(w, "dps-sim")
 
 
+def sanitized():
+    r = subprocess.run(["ldd", dpsdtest.DPSD], capture_output=True, text=True)
+    return "libasan" in r.stdout or "libubsan" in r.stdout
+
+
 if __name__ == "__main__":
     if not VALGRIND:
         print("SKIP: valgrind is not installed (apt-get install valgrind)")
+        sys.exit(SKIP)
+    if sanitized():
+        print("SKIP: an ASan/UBSan build does not run under valgrind")
         sys.exit(SKIP)
     main([test_dpsd_under_valgrind, test_sim_under_valgrind])
