@@ -589,6 +589,12 @@ static int parse_proxy(Parser *p, config_setting_t *root, Config *c) {
                                     r == -EPROTONOSUPPORT ?
                                     "only HTTP proxies (CONNECT) are supported; give \"http://[user:password@]host:port\" or \"none\"" :
                                     "not a proxy URL; give \"http://[user:password@]host:port\" (percent-encode '@' and ':' in the password) or \"none\"");
+                /* A password here makes this file a secret, as a key file is. */
+                struct stat st;
+                if (c->proxy.password && stat(p->path, &st) >= 0 && (st.st_mode & 0077))
+                        return fail(p, config_setting_get_member(root, "proxy"), "proxy",
+                                    "holds a password, but %s is accessible by group or others (mode %04o): chmod 600 %s",
+                                    p->path, (unsigned) (st.st_mode & 07777), p->path);
                 return 0;
         }
         r = dps_proxy_from_env(c->endpoint, &c->proxy);

@@ -319,7 +319,9 @@ class Dpsd:
     def write_conf(self, conf):
         if isinstance(conf, dict):
             self.world.note_identity(conf)
-        with open(self.conf_path, "w") as f:
+        # 0600 as on a device: a proxy password makes dps.conf a secret
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(conf if isinstance(conf, str) else lc_file(conf))
 
     def output(self):

@@ -208,6 +208,12 @@ static void test_errors(void) {
 
         /* proxy: a URL (credentials decoded), "none", and errors that never repeat the URL */
         load(BASE "proxy = \"http://u:p%%40ss@proxy.lan:3128\";\n");
+        expect_error(4, "proxy", "holds a password, but");   /* dps.conf is 0644 here */
+        {
+                _cleanup_free_ char *perr = NULL;
+                CHECK(config_load(conf_path, &c, &perr) < 0 && perr && strstr(perr, "chmod 600") && !strstr(perr, "p@ss"));
+        }
+        REQUIRE(chmod(conf_path, 0600) == 0);
         c = expect_ok();
         if (c) {
                 CHECK_STR(c->proxy.host, "proxy.lan");
