@@ -106,9 +106,14 @@ int dps_body_register(const char *registration_id, const char *payload_json, cha
         root = json_object_new_object();
         if (!root)
                 return -ENOMEM;
-        if (json_object_object_add(root, "registrationId",
-                                   json_object_new_string(registration_id)) < 0)
+        /* json_object_object_add() takes NULL as JSON null: check first. */
+        json_object *id = json_object_new_string(registration_id);
+        if (!id)
                 return -ENOMEM;
+        if (json_object_object_add(root, "registrationId", id) < 0) {
+                json_object_put(id);
+                return -ENOMEM;
+        }
         if (payload_json &&
             json_object_object_add(root, "payload", TAKE_PTR(payload)) < 0) /* NULL is JSON null */
                 return -ENOMEM;
