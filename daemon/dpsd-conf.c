@@ -322,25 +322,49 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata) {
         return -1;   /* never prompt: a daemon has no terminal */
 }
 
+int config_read_private_key(const Config *c, EVP_PKEY **ret, char **ret_error) {
+        char *pem = NULL;
+        size_t len = 0;
+        EVP_PKEY *key = NULL;
+        BIO *bio;
+        int r;
+
+        /* Read into memory we wipe, not through stdio, whose buffer is freed
+         * with the key's PEM still in it. */
+        r = read_file_full(c->key_file, KEY_FILE_MAX, &pem, &len);
+        if (r < 0) {
+                if (asprintf(ret_error, "cannot read %s: %s", c->key_file, strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        bio = BIO_new_mem_buf(pem, (int) len);
+        if (bio)
+                key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+        BIO_free(bio);
+        dps_memory_free(pem, len + 1);
+        ERR_clear_error();
+        if (!key) {
+                if (asprintf(ret_error, "%s holds no unencrypted PEM private key", c->key_file) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        *ret = key;
+        return 0;
+}
+
 /* The X.509 key must be the certificate's: otherwise every attempt fails
  * the same way, so say it once, at load time. */
 static int check_key_matches(const Config *c, char **ret_error) {
-        _cleanup_fclose_ FILE *kf = NULL, *cf = NULL;
+        _cleanup_fclose_ FILE *cf = NULL;
         EVP_PKEY *key = NULL;
         X509 *x = NULL;
         int r = 0;
 
-        kf = fopen(c->key_file, "re");
         cf = fopen(c->certificate_file, "re");
-        if (kf)
-                key = PEM_read_PrivateKey(kf, NULL, no_passphrase, NULL);
         if (cf)
                 x = PEM_read_X509(cf, NULL, NULL, NULL);
-        if (!key) {
-                if (asprintf(ret_error, "%s holds no unencrypted PEM private key", c->key_file) < 0)
-                        *ret_error = NULL;
-                r = -EINVAL;
-        } else if (x && X509_check_private_key(x, key) != 1) {
+        r = config_read_private_key(c, &key, ret_error);
+        if (r >= 0 && x && X509_check_private_key(x, key) != 1) {
                 if (asprintf(ret_error, "%s is not the private key of the certificate %s", c->key_file, c->certificate_file) < 0)
                         *ret_error = NULL;
                 r = -EINVAL;

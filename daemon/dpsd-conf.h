@@ -2,6 +2,8 @@
 /* dpsd-conf.h: dpsd's configuration file (/etc/dps.conf, libconfig) */
 #pragma once
 
+#include <openssl/evp.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -63,6 +65,8 @@ static inline void config_freep(Config **c) { if (*c) config_free(*c); }
  * configured so. Re-read from key_file each time, with the permission check.
  * A secret: dps_secret_free() it. */
 int config_read_device_key(const Config *c, char **ret_key, char **ret_error);
+/* The X.509 device key, parsed from memory that is wiped (no passphrase). */
+int config_read_private_key(const Config *c, EVP_PKEY **ret, char **ret_error);
 
 /* sha256 over what makes an assignment valid: scope, registration id,
  * attestation type and certificate identity, endpoint and port. */

@@ -65,7 +65,13 @@ int tls_context_new(const Config *c, SSL_CTX **ret, char **ret_error) {
         if (c->attestation == ATTESTATION_X509) {
                 if (SSL_CTX_use_certificate_chain_file(ctx, c->certificate_file) != 1)
                         return fail(ctx, ret_error, "Cannot load the device certificate", c->certificate_file);
-                if (SSL_CTX_use_PrivateKey_file(ctx, c->key_file, SSL_FILETYPE_PEM) != 1)
+                EVP_PKEY *key = NULL;
+                _cleanup_free_ char *why = NULL;
+                if (config_read_private_key(c, &key, &why) < 0)
+                        return fail(ctx, ret_error, "Cannot load the device key", c->key_file);
+                int ok = SSL_CTX_use_PrivateKey(ctx, key);
+                EVP_PKEY_free(key);     /* the context keeps its own reference */
+                if (ok != 1)
                         return fail(ctx, ret_error, "Cannot load the device key", c->key_file);
                 if (SSL_CTX_check_private_key(ctx) != 1)
                         return fail(ctx, ret_error, "The device key does not match the certificate", c->certificate_file);

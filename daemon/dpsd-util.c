@@ -12,6 +12,7 @@
 #include <openssl/sha.h>
 
 #include "dps-macro.h"
+#include "dps-util.h"
 #include "dpsd-util.h"
 
 uint64_t now_usec(clockid_t clock) {
@@ -22,11 +23,14 @@ uint64_t now_usec(clockid_t clock) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
+/* Key files pass through here: nothing is handed back to malloc unwiped
+ * (no realloc(), and every error path wipes what was read). */
 int read_file_full(const char *path, size_t max, char **ret, size_t *ret_len) {
         _cleanup_close_ int fd = -1;
-        _cleanup_free_ char *buf = NULL;
+        char *buf = NULL;
         size_t len = 0, size = 0;
         struct stat st;
+        int r;
 
         /* O_NONBLOCK: opening a fifo must not wait for a writer. Only
          * regular files: a fifo or a device would block or never end. */
@@ -45,11 +49,19 @@ int read_file_full(const char *path, size_t max, char **ret, size_t *ret_len) {
                         size_t nsize = size ? size * 2 : 4096;
                         char *p;
 
-                        if (size > max + 1)
-                                return -EFBIG;
-                        p = realloc(buf, nsize);
-                        if (!p)
-                                return -ENOMEM;
+                        if (size > max + 1) {
+                                r = -EFBIG;
+                                goto fail;
+                        }
+                        p = malloc(nsize);
+                        if (!p) {
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        if (buf) {
+                                memcpy(p, buf, len);
+                                dps_memory_free(buf, size);
+                        }
                         buf = p;
                         size = nsize;
                 }
@@ -57,19 +69,26 @@ int read_file_full(const char *path, size_t max, char **ret, size_t *ret_len) {
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return negative_errno();
+                        r = negative_errno();
+                        goto fail;
                 }
                 if (n == 0)
                         break;
                 len += (size_t) n;
-                if (len > max)
-                        return -EFBIG;
+                if (len > max) {
+                        r = -EFBIG;
+                        goto fail;
+                }
         }
         buf[len] = 0;
-        *ret = TAKE_PTR(buf);
+        *ret = buf;
         if (ret_len)
                 *ret_len = len;
         return 0;
+
+fail:
+        dps_memory_free(buf, size);
+        return r;
 }
 
 static int mkdir_parent(const char *path) {
