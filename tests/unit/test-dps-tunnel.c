@@ -274,7 +274,7 @@ static DpsTunnel *ws_tunnel_new(sd_event *e, const char *dir) {
 }
 
 static void test_ws_timeout(sd_event *e, const char *dir) {
-        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new_timeout(e, dir, 200000);
+        _cleanup_(dps_tunnel_freep) _unused_ DpsTunnel *t = ws_tunnel_new_timeout(e, dir, 200000);
 
         /* the server reads the upgrade request and never answers */
         REQUIRE(RUN_UNTIL(e, head_complete(&srv)));
@@ -385,7 +385,7 @@ static void test_ws_framing(sd_event *e, const char *dir) {
 }
 
 static void test_ws_client_hangup(sd_event *e, const char *dir) {
-        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new(e, dir);
+        _cleanup_(dps_tunnel_freep) _unused_ DpsTunnel *t = ws_tunnel_new(e, dir);
         Frame f = {};
 
         serve_handshake(e, NULL, NULL, 0);
@@ -405,7 +405,7 @@ static void test_ws_client_hangup(sd_event *e, const char *dir) {
 /* The MQTT client stops reading (its socket refuses our writes): the server
  * gets a normal close and the tunnel reports CLOSED. */
 static void test_ws_client_unwritable(sd_event *e, const char *dir) {
-        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new(e, dir);
+        _cleanup_(dps_tunnel_freep) _unused_ DpsTunnel *t = ws_tunnel_new(e, dir);
         uint8_t frame[64];
         Frame f = {};
 
@@ -453,7 +453,7 @@ static void test_ws_free_farewell(sd_event *e, const char *dir) {
 }
 
 static void test_ws_bad_accept(sd_event *e, const char *dir) {
-        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new(e, dir);
+        _cleanup_(dps_tunnel_freep) _unused_ DpsTunnel *t = ws_tunnel_new(e, dir);
 
         serve_handshake(e, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", NULL, 0);
         CHECK(RUN_UNTIL(e, ev.n_error == 1));
@@ -466,7 +466,7 @@ static void test_ws_bad_accept(sd_event *e, const char *dir) {
 }
 
 static void test_ws_masked_server_frame(sd_event *e, const char *dir) {
-        _cleanup_(dps_tunnel_freep) DpsTunnel *t = ws_tunnel_new(e, dir);
+        _cleanup_(dps_tunnel_freep) _unused_ DpsTunnel *t = ws_tunnel_new(e, dir);
         /* RFC 6455 5.1: a client closes on a masked frame from the server */
         static const uint8_t masked[] = { 0x82, 0x83, 1, 2, 3, 4, 'a' ^ 1, 'b' ^ 2, 'c' ^ 3 };
 
