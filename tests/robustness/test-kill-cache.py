@@ -32,7 +32,9 @@ ENV_RE = re.compile(r"^DPS_ASSIGNED_HUB='[^'\n]+'\nDPS_DEVICE_ID='[^'\n]+'\n$")
 
 
 def test_kill_while_writing_cache():
-    rng = random.Random(int(os.environ.get("DPSD_ROBUST_SEED", str(int(time.time())))))
+    seed = int(os.environ.get("DPSD_ROBUST_SEED", str(int(time.time()))))
+    print("kill delays from seed %d (DPSD_ROBUST_SEED=%d repeats them)" % (seed, seed))
+    rng = random.Random(seed)
     with World(devices=(), sas=("dev-a", "dev-b"), groups=()) as w:
         sim = w.sim([w.sas_enrollment("dev-a", hubs=["hub-a.azure-devices.net"]),
                      w.sas_enrollment("dev-b", hubs=["hub-b.azure-devices.net"])],
