@@ -6,6 +6,7 @@
 
 #include "dps-macro.h"
 #include "dps-util.h"
+#include "fuzz-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -17,11 +18,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size > 4096)
                 return 0;
-        s = malloc(size + 1);
+        s = fuzz_string(data, size);
         if (!s)
                 return 0;
-        memcpy(s, data, size);
-        s[size] = '\0';
 
         /* strict means canonical: whatever decodes re-encodes to the same text */
         if (dps_base64_decode(s, &dec, &n) >= 0) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dps-macro.h"
+#include "fuzz-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -38,11 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* the input as a register payload: when accepted, the body is an object we parse back */
         if (size > DPS_MAX_MESSAGE_SIZE / 2)
                 return 0;
-        s = malloc(size + 1);
+        s = fuzz_string(data, size);
         if (!s)
                 return 0;
-        memcpy(s, data, size);
-        s[size] = '\0';
         if (dps_body_register("dev-1", s, &body) >= 0) {
                 if (dps_response_parse(body, strlen(body), &again) < 0)
                         abort();

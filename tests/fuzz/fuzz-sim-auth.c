@@ -6,6 +6,7 @@
 
 #include "dps-macro.h"
 #include "sim-auth.h"
+#include "fuzz-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -23,11 +24,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size > 16384)
                 return 0;
-        s = malloc(size + 1);
+        s = fuzz_string(data, size);
         if (!s)
                 return 0;
-        memcpy(s, data, size);
-        s[size] = '\0';
 
         /* The input as a username: the parts are non-empty and come from it. */
         r = sim_auth_parse_username(s, &u);

@@ -6,6 +6,7 @@
 
 #include "dps-macro.h"
 #include "dps-util.h"
+#include "fuzz-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -16,11 +17,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size > DPS_MAX_MESSAGE_SIZE)
                 return 0;
-        s = malloc(size + 1);
+        s = fuzz_string(data, size);
         if (!s)
                 return 0;
-        memcpy(s, data, size);
-        s[size] = '\0';
 
         r = dps_topic_parse_response(s, &t);
         if (r >= 0) {

@@ -6,6 +6,7 @@
 
 #include "dps-macro.h"
 #include "dps-tunnel.h"
+#include "fuzz-util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -21,11 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size > 65536)
                 return 0;
-        s = malloc(size + 1);
+        s = fuzz_string(data, size);
         if (!s)
                 return 0;
-        memcpy(s, data, size);
-        s[size] = '\0';
 
         /* a proxy URL: what may be logged never holds the password */
         r = dps_proxy_parse(s, &p);
