@@ -522,17 +522,22 @@ static void schedule_attempt(Manager *m, uint64_t delay, ManagerState state, Dps
         manager_enter_state(m, state);
 }
 
-/* Ends the attempt: closes the connection and waits for the back-off. The
- * daemon never gives up: network and service failures only cost time. */
-static void attempt_failed(Manager *m, DpsOutcome outcome, int64_t retry_after, const char *why) {
-        uint64_t delay;
-
+/* What ending an attempt, failed or final, always does. */
+static void attempt_end(Manager *m, const char *why) {
         session_close(m);
         stop_timers(m);
         m->request = REQUEST_NONE;
         m->operation_id = mfree_str(m->operation_id);
         if (why)
                 set_error(m, "%s", why);
+}
+
+/* Ends the attempt: closes the connection and waits for the back-off. The
+ * daemon never gives up: network and service failures only cost time. */
+static void attempt_failed(Manager *m, DpsOutcome outcome, int64_t retry_after, const char *why) {
+        uint64_t delay;
+
+        attempt_end(m, why);
 
         m->not_before_usec = retry_after > 0 ? now_usec(CLOCK_BOOTTIME) + (uint64_t) retry_after * USEC_PER_SEC : 0;
         delay = dps_backoff_next(&m->backoff, outcome, retry_after);
@@ -544,12 +549,7 @@ static void attempt_failed(Manager *m, DpsOutcome outcome, int64_t retry_after, 
 static void attempt_final(Manager *m, ManagerState state, const char *why) {
         uint64_t delay;
 
-        session_close(m);
-        stop_timers(m);
-        m->request = REQUEST_NONE;
-        m->operation_id = mfree_str(m->operation_id);
-        if (why)
-                set_error(m, "%s", why);
+        attempt_end(m, why);
         /* Final for this configuration, but an operator may fix the
          * enrollment: look again after a long back-off (or on Reprovision,
          * SIGHUP, or a config change). */
