@@ -500,11 +500,20 @@ static bool window_full(uint64_t *start, unsigned *count, unsigned limit, uint64
 }
 
 /* Auth, injected failures and throttling, common to register and poll.
- * Returns 1 when *rep holds the answer already. */
-static int gatekeep(SimDps *d, SimClient *c, SimRegistration *g, bool is_register, SimReply *rep) {
+ * Returns 1 when *rep holds the answer already. *ret_g is the client's
+ * registration (NULL when it is not authorized). */
+static int gatekeep(SimDps *d, SimClient *c, bool is_register, SimReply *rep, SimRegistration **ret_g) {
         const SimFaults *f = &c->faults;
         uint64_t now = now_usec(CLOCK_MONOTONIC);
+        SimRegistration *g = NULL;
         int wait = 0, r;
+
+        if (c->authorized) {
+                g = sim_registry_get(d->registry, c->registration_id, true);
+                if (!g)
+                        return -ENOMEM;
+        }
+        *ret_g = g;
 
         rep->delay_ms = f->delay_ms;
         if (f->silent) {
@@ -615,12 +624,7 @@ int sim_dps_register(SimDps *d, SimClient *c, const void *body, size_t len, SimR
         const char *why = NULL;
         int r;
 
-        if (c->authorized) {
-                g = sim_registry_get(d->registry, c->registration_id, true);
-                if (!g)
-                        return -ENOMEM;
-        }
-        r = gatekeep(d, c, g, true, &rep);
+        r = gatekeep(d, c, true, &rep, &g);
         if (r < 0)
                 return r;
         if (r == 0) {
@@ -656,12 +660,7 @@ int sim_dps_poll(SimDps *d, SimClient *c, const char *operation_id, SimReply *re
         SimRegistration *g = NULL;
         int r;
 
-        if (c->authorized) {
-                g = sim_registry_get(d->registry, c->registration_id, true);
-                if (!g)
-                        return -ENOMEM;
-        }
-        r = gatekeep(d, c, g, false, &rep);
+        r = gatekeep(d, c, false, &rep, &g);
         if (r < 0)
                 return r;
         if (r == 0) {
